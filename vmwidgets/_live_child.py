@@ -1,0 +1,286 @@
+"""Child program of the live-kernel harness (see :mod:`vmwidgets.live`).
+
+This file is run as a separate Python process by
+:class:`vmwidgets.live.LiveProcess`.  It reads one JSON request per line
+on stdin and writes one JSON reply per line on stdout (flushed after each
+reply).  The requests make it perform real system calls through
+``ctypes`` on its own address space, so that the parent can compare the
+kernel's behaviour with the model's.
+
+Protocol
+--------
+Request : ``{"op": NAME, "args": [ARG, ...]}``
+Reply   : ``{"ret": VALUE}`` on success,
+          ``{"errno": N}`` when the system call failed,
+          ``{"error": TEXT}`` when the request itself was bad.
+
+The first line written by the child, before any request, is a ``hello``
+reply describing the child (pid, arena, initial break, ...).
+
+The child must stay small: stdlib only, nothing from ``vmwidgets``, and
+no heavy imports, so that it starts quickly.  The parent starts it with
+``MALLOC_MMAP_THRESHOLD_=0`` in the environment so that glibc malloc never
+moves the program break (see :mod:`vmwidgets.live`).
+"""
+
+import ctypes
+import errno
+import json
+import os
+import resource
+import signal
+import sys
+
+# x86-64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl).
+SYS_MMAP = 9
+SYS_MPROTECT = 10
+SYS_MUNMAP = 11
+SYS_BRK = 12
+SYS_MREMAP = 25
+SYS_MADVISE = 28
+
+PAGE_SIZE = 4096
+U64_MASK = (1 << 64) - 1
+
+PROT_NONE = 0x0
+MAP_PRIVATE = 0x02
+MAP_ANONYMOUS = 0x20
+MAP_NORESERVE = 0x4000
+MAP_FIXED_NOREPLACE = 0x100000
+
+# Field number (1-based, as in proc(5)) of start_brk in /proc/self/stat.
+STAT_FIELD_START_BRK = 47
+
+# Size of the window after start_brk reported by brk_sequence.
+BRK_WINDOW = 64 << 20
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+
+class SyscallError(Exception):
+    """A system call returned -1; ``args[0]`` is the errno."""
+
+
+def syscall(number, *args):
+    """Issue a raw system call, every argument as an unsigned 64-bit value.
+
+    Returns the result as an unsigned integer; raises SyscallError(errno)
+    when glibc's ``syscall()`` returns -1.
+    """
+    cargs = [ctypes.c_ulong(a & U64_MASK) for a in args]
+    ctypes.set_errno(0)
+    ret = libc.syscall(ctypes.c_long(number), *cargs)
+    if ret == -1:
+        raise SyscallError(ctypes.get_errno())
+    return ret & U64_MASK
+
+
+# --------------------------------------------------------------------------
+# Helpers
+
+
+def read_maps():
+    """Return the lines of /proc/self/maps without trailing newlines."""
+    with open("/proc/self/maps", "rb") as f:
+        data = f.read()
+    return data.decode("utf-8", "surrogateescape").splitlines()
+
+
+def maps_range(lo, hi):
+    """Lines of /proc/self/maps whose VMA intersects [lo, hi)."""
+    out = []
+    for line in read_maps():
+        start, _, end = line.split(" ", 1)[0].partition("-")
+        if int(start, 16) < hi and int(end, 16) > lo:
+            out.append(line)
+    return out
+
+
+def read_start_brk():
+    """Return start_brk from /proc/self/stat (field 47)."""
+    with open("/proc/self/stat", "rb") as f:
+        stat = f.read().decode()
+    # Field 2 (comm) may contain spaces; fields after it follow the last ")".
+    rest = stat.rsplit(")", 1)[1].split()
+    return int(rest[STAT_FIELD_START_BRK - 3])
+
+
+class Child:
+    """State of the child and the implementation of every request."""
+
+    def __init__(self, arena_base, arena_pages, guard_pages):
+        self.arena = arena_base
+        self.arena_end = arena_base + arena_pages * PAGE_SIZE
+        self.guard = guard_pages * PAGE_SIZE
+        self.initial_brk = syscall(SYS_BRK, 0)
+        self.start_brk = read_start_brk()
+        self.pagemap_fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+        self.check_arena()
+
+    def check_arena(self):
+        """Check that the arena and its guards are free, leaving them free."""
+        lo = self.arena - self.guard
+        length = self.arena_end + self.guard - lo
+        flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE | MAP_NORESERVE
+        try:
+            addr = syscall(SYS_MMAP, lo, length, PROT_NONE, flags, -1, 0)
+        except SyscallError as e:
+            err = e.args[0]
+            raise RuntimeError(
+                "live arena [%#x, %#x) (with guards) is not available in the "
+                "child: mmap(MAP_FIXED_NOREPLACE) failed with %s (%s)"
+                % (lo, lo + length, errno.errorcode.get(err, err), os.strerror(err))
+            ) from None
+        syscall(SYS_MUNMAP, addr, length)
+        if addr != lo:  # Kernels before 4.17 ignore MAP_FIXED_NOREPLACE.
+            raise RuntimeError(
+                "live arena [%#x, %#x) (with guards) is not available in the child "
+                "(kernel placed the probe at %#x)" % (lo, lo + length, addr)
+            )
+
+    def hello(self):
+        return {
+            "pid": os.getpid(),
+            "arena": self.arena,
+            "arena_end": self.arena_end,
+            "guard": self.guard,
+            "initial_brk": self.initial_brk,
+            "start_brk": self.start_brk,
+        }
+
+    # ---- system calls (errors propagate as SyscallError) ----
+
+    def op_mmap(self, addr, length, prot, flags, fd=-1, offset=0):
+        return syscall(SYS_MMAP, addr, length, prot, flags, fd, offset)
+
+    def op_munmap(self, addr, length):
+        return syscall(SYS_MUNMAP, addr, length)
+
+    def op_mprotect(self, addr, length, prot):
+        return syscall(SYS_MPROTECT, addr, length, prot)
+
+    def op_madvise(self, addr, length, advice):
+        return syscall(SYS_MADVISE, addr, length, advice)
+
+    def op_mremap(self, old_addr, old_size, new_size, flags=0, new_addr=0):
+        return syscall(SYS_MREMAP, old_addr, old_size, new_size, flags, new_addr)
+
+    def op_brk(self, addr):
+        return syscall(SYS_BRK, addr)
+
+    def op_brk_sequence(self, addrs):
+        """brk() each address in turn, then restore the initial break.
+
+        Returns a list of [ret, lines] where lines are the maps lines that
+        are [heap] or intersect [start_brk, start_brk + BRK_WINDOW).
+        """
+        out = []
+        try:
+            for addr in addrs:
+                ret = syscall(SYS_BRK, addr)
+                out.append([ret, self.heap_lines()])
+        finally:
+            syscall(SYS_BRK, self.initial_brk)
+        return out
+
+    def heap_lines(self):
+        lo, hi = self.start_brk, self.start_brk + BRK_WINDOW
+        out = []
+        for line in read_maps():
+            start, _, end = line.split(" ", 1)[0].partition("-")
+            if line.endswith("[heap]") or (int(start, 16) < hi and int(end, 16) > lo):
+                out.append(line)
+        return out
+
+    # ---- memory accesses (a bad address kills the child with a signal) ----
+
+    def op_write(self, addr, hexdata):
+        data = bytes.fromhex(hexdata)
+        ctypes.memmove(addr, data, len(data))
+        return None
+
+    def op_read(self, addr, size):
+        return ctypes.string_at(addr, size).hex()
+
+    def op_touch(self, addr, write):
+        cell = ctypes.c_ubyte.from_address(addr)
+        value = cell.value  # read access
+        if write:
+            cell.value = value  # write access, same value
+        return None
+
+    # ---- introspection ----
+
+    def op_maps(self, lo, hi):
+        return maps_range(lo, hi)
+
+    def op_maps_text(self):
+        with open("/proc/self/maps", "rb") as f:
+            return f.read().decode("utf-8", "surrogateescape")
+
+    def op_pagemap(self, addr):
+        entry = os.pread(self.pagemap_fd, 8, (addr // PAGE_SIZE) * 8)
+        return int.from_bytes(entry, "little")
+
+    # ---- files, for file-backed mappings ----
+
+    def op_open(self, path, flags, mode):
+        return os.open(path, flags, mode)
+
+    def op_memfd_create(self, name, flags):
+        return os.memfd_create(name, flags)
+
+    def op_ftruncate(self, fd, length):
+        os.ftruncate(fd, length)
+        return 0
+
+    def op_close(self, fd):
+        os.close(fd)
+        return 0
+
+    # ---- batches ----
+
+    def op_run(self, ops):
+        return [self.dispatch(op) for op in ops]
+
+    def dispatch(self, request):
+        """Execute one request and return the reply dictionary."""
+        try:
+            method = getattr(self, "op_" + request["op"])
+        except (KeyError, TypeError, AttributeError):
+            return {"error": "unknown request %r" % (request,)}
+        try:
+            return {"ret": method(*request.get("args", []))}
+        except SyscallError as e:
+            return {"errno": e.args[0]}
+        except OSError as e:  # from os.open, os.ftruncate, ...
+            return {"errno": e.errno}
+        except Exception as e:  # bad arguments: report, do not die
+            return {"error": "%s: %s" % (type(e).__name__, e)}
+
+
+def reply(obj):
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def main():
+    # Ctrl-C goes to the whole process group: let the parent handle it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A caller bug that faults should not leave core files behind.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    arena_base, arena_pages, guard_pages = (int(a, 0) for a in sys.argv[1:4])
+    try:
+        child = Child(arena_base, arena_pages, guard_pages)
+    except Exception as e:
+        reply({"error": "%s: %s" % (type(e).__name__, e)})
+        return 1
+    reply({"ret": child.hello()})
+    for line in sys.stdin:
+        reply(child.dispatch(json.loads(line)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
