@@ -1,0 +1,28 @@
+"""vmwidgets: watch Linux 6.18 (x86-64) manage virtual memory, step by step.
+
+The public front door::
+
+    import vmwidgets as vw
+    m = vw.Machine()
+    p = m.spawn()
+    addr = p.mmap(0, 4096, vw.PROT_READ | vw.PROT_WRITE, vw.MAP_PRIVATE | vw.MAP_ANONYMOUS)
+
+Constants (``PROT_*``, ``MAP_*``, ``MADV_*``, ``MREMAP_*``, ``VM_*``, ``KPF_*``, ``PM_*``)
+carry their Linux x86-64 values.
+"""
+
+from .core import flags as _flags
+from .core import (AnonVma, AnonVmaChain, Event, Machine, MmStruct, OutOfMemory, Page, Process,
+                   SegmentationFault, SyscallError, ValidationError, VmAreaStruct, for_each_vma,
+                   rmap_walk, validate)
+from .procfs import PagemapEntry
+
+__version__ = "0.1.0"
+
+_PREFIXES = ("PROT_", "MAP_", "MADV_", "MREMAP_", "VM_", "KPF_", "PM_", "SEGV_", "PAGE_")
+globals().update({k: v for k, v in vars(_flags).items() if k.startswith(_PREFIXES)})
+
+__all__ = ["AnonVma", "AnonVmaChain", "Event", "Machine", "MmStruct", "OutOfMemory", "Page",
+           "PagemapEntry", "Process", "SegmentationFault", "SyscallError", "ValidationError",
+           "VmAreaStruct", "for_each_vma", "rmap_walk", "validate"] + sorted(
+    k for k in vars(_flags) if k.startswith(_PREFIXES))

@@ -1,0 +1,71 @@
+"""Errors the model raises: syscall failures, faults and broken invariants.
+
+A failing syscall raises :class:`OSError` with the errno Linux returns, as Python's
+``os`` module does, plus a sentence explaining the kernel's reason.
+
+>>> e = syscall_error(22, "mmap", "length is 0")
+>>> e.errno, str(e)
+(22, '[Errno 22] Invalid argument: mmap: length is 0')
+"""
+
+import errno as _errno
+import os
+
+from .flags import SEGV_ACCERR, SEGV_MAPERR
+
+
+class SyscallError(OSError):
+    """The OSError a model syscall raises; ``.errno`` as Linux, ``.reason`` in plain words."""
+
+    def __init__(self, err, syscall, reason):
+        super().__init__(err, os.strerror(err))
+        self.syscall = syscall
+        self.reason = reason
+
+    def __str__(self):
+        return f"[Errno {self.errno}] {self.strerror}: {self.syscall}: {self.reason}"
+
+    def __reduce__(self):
+        return (type(self), (self.errno, self.syscall, self.reason))
+
+
+def syscall_error(err, syscall, reason):
+    """Build the OSError a syscall raises: ``err`` is an errno value, ``reason`` plain words."""
+    return SyscallError(err, syscall, reason)
+
+
+class SegmentationFault(Exception):
+    """An access the hardware and the kernel refused: the process would get SIGSEGV.
+
+    ``si_code`` is SEGV_MAPERR (no VMA at the address) or SEGV_ACCERR (a VMA whose
+    permissions forbid the access); ``addr`` is the faulting address.
+    """
+
+    def __init__(self, addr, si_code, access, reason):
+        self.addr = addr
+        self.si_code = si_code
+        self.access = access
+        self.reason = reason
+        code = {SEGV_MAPERR: "SEGV_MAPERR", SEGV_ACCERR: "SEGV_ACCERR"}[si_code]
+        super().__init__(f"SIGSEGV ({code}) on {access} at {addr:#x}: {reason}")
+
+
+class ValidationError(AssertionError):
+    """An invariant of the model does not hold; the message carries a readable state dump."""
+
+
+class OutOfMemory(Exception):
+    """Physical memory is exhausted and nothing can be reclaimed."""
+
+
+EINVAL = _errno.EINVAL
+ENOMEM = _errno.ENOMEM
+EEXIST = _errno.EEXIST
+EFAULT = _errno.EFAULT
+EACCES = _errno.EACCES
+EPERM = _errno.EPERM
+EBADF = _errno.EBADF
+EAGAIN = _errno.EAGAIN
+EOVERFLOW = _errno.EOVERFLOW
+ENODEV = _errno.ENODEV
+EOPNOTSUPP = _errno.EOPNOTSUPP

@@ -1,0 +1,73 @@
+"""Files and the page cache (include/linux/fs.h, mm/filemap.c, mm/shmem.c).
+
+A :class:`File` stands for an inode with its ``address_space``: the page cache
+(``i_pages``, page index -> :class:`Page`) and ``i_mmap``, the VMAs mapping it.
+Shared anonymous memory is a shmem file, shown as ``/dev/zero (deleted)`` in maps.
+
+Simplification: no readahead or fault-around; a page enters the cache when first faulted.
+"""
+
+import itertools
+
+from .flags import PAGE_SIZE
+
+
+class AddressSpace:
+    """``struct address_space``: the page cache of one file and the VMAs mapping it."""
+
+    def __init__(self, host):
+        self.host = host
+        self.i_pages = {}
+        self.i_mmap = set()
+
+    def __repr__(self):
+        return f"AddressSpace({self.host.path!r})"
+
+
+class File:
+    """An inode and its contents: ``path``, ``ino``, ``dev`` (major, minor), ``data``."""
+
+    _inos = itertools.count(1000)
+
+    def __init__(self, path, data=b"", dev=(0xFE, 0), ino=None, shmem=False):
+        self.path = path
+        self.data = bytearray(data)
+        self.dev = dev
+        self.ino = ino if ino is not None else next(File._inos)
+        self.shmem = shmem
+        self.mapping = AddressSpace(self)
+
+    @property
+    def size(self):
+        return len(self.data)
+
+    def read_page(self, index):
+        """The bytes of page ``index`` (zeroes past the end of the file)."""
+        chunk = bytes(self.data[index * PAGE_SIZE:(index + 1) * PAGE_SIZE])
+        return chunk + bytes(PAGE_SIZE - len(chunk))
+
+    def __repr__(self):
+        return f"File({self.path!r}, ino={self.ino})"
+
+
+def filemap_get_page(machine, file, index):
+    """mm/filemap.c: filemap_fault() core: the page-cache page for ``index``, read in on a miss.
+
+    The page cache holds one reference of its own.
+    """
+    page = file.mapping.i_pages.get(index)
+    if page is None:
+        page = machine.phys.alloc_page("file")
+        page.mapping = file.mapping
+        page.index = index
+        if not file.shmem:
+            data = file.read_page(index)
+            if any(data):
+                page.write(0, data)
+        file.mapping.i_pages[index] = page
+    return page
+
+
+def shmem_zero_setup(machine):
+    """mm/shmem.c: shmem_zero_setup(): the hidden file behind a MAP_SHARED|MAP_ANONYMOUS VMA."""
+    return File("/dev/zero (deleted)", dev=(0, 1), ino=machine.next_shmem_ino(), shmem=True)

@@ -1,0 +1,384 @@
+"""The front door: a :class:`Machine` (physical memory, sysctls, processes) and the
+syscall surface of each :class:`Process`.
+
+Every syscall takes its arguments as the x86-64 ABI does (unsigned 64-bit integers; an
+``int`` fd), checks Python types first (a ``TypeError`` naming the argument), then runs
+the kernel path. Failures raise ``OSError`` with Linux's errno; refused accesses raise
+:class:`SegmentationFault` and change nothing.
+
+>>> import vmwidgets as vw
+>>> m = vw.Machine()
+>>> p = m.spawn()
+>>> a = p.mmap(0, 3 * 4096, vw.PROT_READ | vw.PROT_WRITE, vw.MAP_PRIVATE | vw.MAP_ANONYMOUS)
+>>> p.write(a + 4096, b"hi")
+>>> p.read(a + 4096, 2)
+b'hi'
+>>> p.mprotect(a, 4096, vw.PROT_READ)
+0
+>>> len(p.mm.vmas_in(a, a + 3 * 4096))
+2
+>>> vw.validate(m)
+"""
+
+import itertools
+from dataclasses import dataclass, field
+
+from . import madvise as madvise_mod, memory, mmap as mmap_mod, mprotect as mprotect_mod
+from . import mremap as mremap_mod, pgtable, vma as vma_mod
+from .errors import OutOfMemory, SegmentationFault
+from .filemap import File
+from .flags import (DEFAULT_MAX_MAP_COUNT, DEFAULT_MMAP_MIN_ADDR, PAGE_MASK, PAGE_SHIFT,
+                    PAGE_SIZE, STACK_GUARD_GAP, STACK_TOP, TASK_SIZE, ULONG_MAX, VM_ACCOUNT,
+                    VM_DONTEXPAND, VM_EXEC, VM_IO, VM_MAYEXEC, VM_MAYREAD,
+                    VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_STACK_FLAGS, VM_WRITE, VM_DONTDUMP)
+from .mm_types import MmStruct, VmAreaStruct, VmOps
+
+#: arch/x86/include/asm/elf.h: ELF_ET_DYN_BASE, where a PIE binary loads without ASLR.
+ELF_ET_DYN_BASE = 0x555555554000
+#: arch/x86/mm/mmap.c: mmap_base() clamps the gap below the stack to at least 128 MiB.
+MIN_GAP = 128 << 20
+RLIMIT_STACK = 8 << 20
+#: fs/exec.c: setup_arg_pages() grows the new stack VMA to 128 KiB plus the argument page.
+INITIAL_STACK_BYTES = 0x21000
+#: glibc's first sbrk() (128 KiB + a page of padding): the heap a started process has.
+INITIAL_HEAP_BYTES = 0x21000
+
+_SYSCTL_DEFAULTS = {
+    "vm.max_map_count": DEFAULT_MAX_MAP_COUNT,
+    "vm.mmap_min_addr": DEFAULT_MMAP_MIN_ADDR,
+    "vm.overcommit_memory": 0,
+    "vm.overcommit_ratio": 50,
+}
+
+
+class Sysctl(dict):
+    """``/proc/sys/vm`` settings the model honours; unknown names are refused."""
+
+    def __init__(self):
+        super().__init__(_SYSCTL_DEFAULTS)
+
+    def __setitem__(self, key, value):
+        if key not in _SYSCTL_DEFAULTS:
+            raise KeyError(f"unknown sysctl {key!r}; known: {', '.join(sorted(self))}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"sysctl {key} takes a non-negative int, got {value!r}")
+        if key == "vm.overcommit_memory" and value not in (0, 1, 2):
+            raise ValueError("vm.overcommit_memory is 0 (heuristic), 1 (always) or 2 (never)")
+        super().__setitem__(key, value)
+
+
+@dataclass
+class Event:
+    """One step of the machine: a syscall or memory access and what the kernel did."""
+
+    step: int
+    pid: int
+    call: str
+    args: tuple
+    result: object = None
+    errno: int = 0
+    outcome: list = field(default_factory=list)
+
+    def __str__(self):
+        args = ", ".join(hex(a) if isinstance(a, int) and a > 9 else repr(a) for a in self.args)
+        res = f"errno {self.errno}" if self.errno else (
+            hex(self.result) if isinstance(self.result, int) and self.result > 9 else repr(self.result))
+        return f"#{self.step} pid {self.pid}: {self.call}({args}) = {res}"
+
+
+def _parse_size(value, name):
+    if isinstance(value, str):
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        text = value.strip().upper().rstrip("B").rstrip("I")
+        try:
+            if text and text[-1] in units:
+                return int(float(text[:-1]) * units[text[-1]])
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{name} must be a number of bytes or a size like '256M', "
+                             f"got {value!r}") from None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise TypeError(f"{name} must be a number of bytes or a size like '256M', got {value!r}")
+    return value
+
+
+class Machine:
+    """A Linux 6.18 x86-64 machine: finite RAM, sysctls in :attr:`sysctl`, processes.
+
+    :param ram: physical memory in bytes, or a size such as ``"256M"``.
+    :param swap: swap space (used by reclaim, from the fork/reclaim issue on).
+    """
+
+    def __init__(self, ram="256M", swap=0):
+        from .page_alloc import PhysicalMemory
+        ram = _parse_size(ram, "ram")
+        self.phys = PhysicalMemory(ram >> PAGE_SHIFT)
+        self.swap_pages = _parse_size(swap, "swap") >> PAGE_SHIFT
+        self.sysctl = Sysctl()
+        self.processes = []
+        self.anon_vmas = {}
+        self.events = []
+        self._pids = itertools.count(1)
+        self._shmem_inos = itertools.count(1)
+        self._ids = {}
+        self.binary = File("/usr/bin/demo", _demo_binary(), ino=260131)
+
+    def next_shmem_ino(self):
+        return next(self._shmem_inos)
+
+    def new_id(self, kind):
+        """A small id, counted per machine and per kind, so runs replay identically."""
+        self._ids[kind] = self._ids.get(kind, 0) + 1
+        return self._ids[kind]
+
+    # -- processes -----------------------------------------------------------------------
+    def spawn(self, root=True):
+        """A process as after exec of a small PIE program: text/data, [heap], [vvar],
+        [vvar_vclock], [vdso] just below ``mmap_base`` and [stack] at the top (no ASLR,
+        as with ``setarch -R``)."""
+        proc = Process(self, next(self._pids), root)
+        _exec_layout(proc)
+        self.processes.append(proc)
+        self._record(proc, "spawn", (), proc.pid, ["exec-time layout"])
+        return proc
+
+    def kpagecount(self, pfn):
+        """/proc/kpagecount for one frame."""
+        from ..procfs import kpagecount
+        return kpagecount(self, self._check_pfn(pfn))
+
+    def kpageflags(self, pfn):
+        """/proc/kpageflags for one frame (KPF_* bits)."""
+        from ..procfs import kpageflags
+        return kpageflags(self, self._check_pfn(pfn))
+
+    def _check_pfn(self, pfn):
+        _check_int(pfn, "pfn")
+        if not 0 <= pfn < self.phys.nr_pages:
+            raise ValueError(f"pfn {pfn:#x} is outside RAM (0..{self.phys.nr_pages - 1:#x})")
+        return pfn
+
+    def committed_pages(self):
+        """Pages charged to VM_ACCOUNT VMAs of all processes (Committed_AS)."""
+        return sum(v.pages() for p in self.processes for v in p.mm.mm_mt
+                   if v.vm_flags & VM_ACCOUNT)
+
+    def _record(self, proc, call, args, result, outcome, errno=0):
+        event = Event(len(self.events), proc.pid, call, args, result, errno, list(outcome))
+        self.events.append(event)
+        return event
+
+    def dump(self):
+        """A readable picture of the whole state (for errors and bug reports)."""
+        out = [f"Machine: {self.phys.nr_pages} frames, {self.phys.nr_free} free"]
+        for proc in self.processes:
+            out.append(f"pid {proc.pid}:")
+            for vma in proc.mm.mm_mt:
+                av = vma.anon_vma.id if vma.anon_vma is not None else "-"
+                chain = [avc.anon_vma.id for avc in vma.anon_vma_chain]
+                out.append(f"  {vma.vm_start:#014x}-{vma.vm_end:#014x} {vma.perms()} "
+                           f"pgoff={vma.vm_pgoff:#x} flags={vma.vm_flags:#x} anon_vma={av} "
+                           f"chain={chain} id={vma.id}")
+        for av in self.anon_vmas.values():
+            out.append(f"anon_vma {av.id}: root={av.root.id} parent={av.parent.id} "
+                       f"children={av.num_children} active={av.num_active_vmas} "
+                       f"avcs={[avc.vma.id for avc in av.rb_root]}")
+        return "\n".join(out)
+
+    def __repr__(self):
+        return f"Machine(ram={self.phys.nr_pages << PAGE_SHIFT}, processes={len(self.processes)})"
+
+
+def _check_int(value, name):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+
+
+def _u64(value, name):
+    """The syscall ABI's unsigned long: negative ints wrap as they would in C."""
+    _check_int(value, name)
+    return value & ULONG_MAX
+
+
+class Process:
+    """A process: its ``mm`` and the syscalls that change it."""
+
+    def __init__(self, machine, pid, root=True):
+        self.machine = machine
+        self.pid = pid
+        self.root = root
+        self.mm = MmStruct(machine)
+        self.mm.owner = self
+        self.mm.pgd = pgtable.pgd_alloc(machine)
+        self.mm.rss = {"anon": 0, "file": 0}
+        self.files = {}
+        self.file_modes = {}
+
+    def _syscall(self, call, args, fn):
+        try:
+            result, outcome = fn()
+        except OSError as exc:
+            self.machine._record(self, call, args, None, getattr(exc, "outcomes", [exc.strerror]),
+                                 exc.errno)
+            raise
+        except OutOfMemory as exc:
+            raise OSError(12, f"Cannot allocate memory: {exc}") from None
+        self.machine._record(self, call, args, result,
+                             outcome if isinstance(outcome, list) else [outcome])
+        return result
+
+    # -- syscalls ---------------------------------------------------------------------------
+    def mmap(self, addr, length, prot, flags, fd=-1, offset=0):
+        """mmap(2). Returns the address of the new mapping."""
+        args = (_u64(addr, "addr"), _u64(length, "length"), _u64(prot, "prot"),
+                _u64(flags, "flags"), _fd(fd), _u64(offset, "offset"))
+        return self._syscall("mmap", args, lambda: mmap_mod.do_mmap(self, *args))
+
+    def munmap(self, addr, length):
+        """munmap(2). Returns 0."""
+        args = (_u64(addr, "addr"), _u64(length, "length"))
+        return self._syscall("munmap", args, lambda: (
+            vma_mod.do_vmi_munmap(self.mm, *args), f"unmapped {args[0]:#x}+{args[1]:#x}"))
+
+    def mprotect(self, addr, length, prot):
+        """mprotect(2). Returns 0."""
+        args = (_u64(addr, "addr"), _u64(length, "length"), _u64(prot, "prot"))
+        return self._syscall("mprotect", args, lambda: (
+            0, mprotect_mod.do_mprotect_pkey(self, *args)))
+
+    def madvise(self, addr, length, advice):
+        """madvise(2). Returns 0."""
+        args = (_u64(addr, "addr"), _u64(length, "length"), _u64(advice, "advice"))
+        return self._syscall("madvise", args, lambda: (
+            0, madvise_mod.do_madvise(self, *args)))
+
+    def mremap(self, old_addr, old_size, new_size, flags=0, new_addr=0):
+        """mremap(2). Returns the (possibly new) address."""
+        args = (_u64(old_addr, "old_addr"), _u64(old_size, "old_size"),
+                _u64(new_size, "new_size"), _u64(flags, "flags"), _u64(new_addr, "new_addr"))
+        return self._syscall("mremap", args, lambda: mremap_mod.do_mremap(self, *args))
+
+    def brk(self, addr):
+        """brk(2) as the kernel implements it: returns the new break, or the unchanged one
+        when the request is refused (never an errno; glibc's sbrk() turns that into ENOMEM)."""
+        args = (_u64(addr, "addr"),)
+        return self._syscall("brk", args, lambda: mmap_mod.sys_brk(self, *args))
+
+    # -- memory accesses ------------------------------------------------------------------------
+    def write(self, addr, data):
+        """Store ``data`` at ``addr`` as user code would: page-table walk, faults, COW."""
+        _check_int(addr, "addr")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
+        data = bytes(data)
+        self._access(addr, len(data), True, lambda page, off, lo, hi: page.write(off, data[lo:hi]))
+        self.machine._record(self, "write", (addr, len(data)), None, [f"{len(data)} byte(s)"])
+
+    def read(self, addr, size):
+        """Load ``size`` bytes from ``addr`` (a read fault maps the zero page)."""
+        _check_int(addr, "addr")
+        _check_int(size, "size")
+        if size < 0:
+            raise ValueError("size must not be negative")
+        out = bytearray()
+        self._access(addr, size, False, lambda page, off, lo, hi: out.extend(page.read(off, hi - lo)))
+        self.machine._record(self, "read", (addr, size), None, [f"{size} byte(s)"])
+        return bytes(out)
+
+    def touch(self, addr, write=False):
+        """Access one byte (a read, or a write that stores the byte back unchanged)."""
+        if write:
+            self.write(addr, self.read(addr, 1))
+        else:
+            self.read(addr, 1)
+
+    def _access(self, addr, size, write, fn):
+        if addr < 0 or addr + size > TASK_SIZE:
+            from .flags import SEGV_MAPERR
+            raise SegmentationFault(addr, SEGV_MAPERR, "write" if write else "read",
+                                    "the address is outside user space")
+        pages = range(addr & PAGE_MASK, addr + size, PAGE_SIZE) if size else []
+        for page_addr in pages:   # refuse before changing anything
+            pte = pgtable.get_pte(self.mm, page_addr)
+            if not memory._hw_allows(pte, write):
+                memory.check_user_access(self.mm, max(page_addr, addr), write)
+        for page_addr in pages:
+            try:
+                page, _ = memory.access_page(self.mm, page_addr, write)
+            except OutOfMemory as exc:
+                raise OSError(12, f"out of memory while faulting {page_addr:#x}: {exc}") from None
+            lo = max(addr, page_addr)
+            hi = min(addr + size, page_addr + PAGE_SIZE)
+            fn(page, lo - page_addr, lo - addr, hi - addr)
+
+    # -- /proc ---------------------------------------------------------------------------------
+    def proc_maps(self):
+        """/proc/PID/maps text, formatted exactly as the kernel does."""
+        from ..procfs import proc_maps
+        return proc_maps(self.mm)
+
+    def pagemap(self, addr, show_pfn=True):
+        """/proc/PID/pagemap entry for the page holding ``addr``."""
+        from ..procfs import pagemap_entry
+        _check_int(addr, "addr")
+        return pagemap_entry(self.mm, addr, show_pfn)
+
+    def __repr__(self):
+        return f"Process(pid={self.pid}, vmas={self.mm.map_count})"
+
+
+def _fd(fd):
+    _check_int(fd, "fd")
+    return fd
+
+
+# -- the exec-time layout ---------------------------------------------------------------------
+
+def _demo_binary():
+    """A 4-page stand-in for an ELF executable: header, code, read-only data, data."""
+    pages = [b"\x7fELF\x02\x01\x01" + bytes(9) + b"demo: a static PIE for vmwidgets",
+             bytes.fromhex("f30f1efa554889e5") + b"\x90" * 24 + b"\xc3",
+             b"Hello from .rodata\n",
+             b"counter=0\n"]
+    return b"".join(p.ljust(PAGE_SIZE, b"\0") for p in pages)
+
+
+def _exec_layout(proc):
+    """fs/binfmt_elf.c: load_elf_binary() + arch_setup_additional_pages() + setup_arg_pages(),
+    without ASLR (as ``setarch -R``)."""
+    mm = proc.mm
+    machine = proc.machine
+    mm.task_size = TASK_SIZE
+    gap = min(max(RLIMIT_STACK + STACK_GUARD_GAP, MIN_GAP), TASK_SIZE // 6 * 5)
+    mm.mmap_base = (STACK_TOP - gap) & PAGE_MASK
+    binary = machine.binary
+    base = ELF_ET_DYN_BASE
+    may = VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+    segments = [(VM_READ, 0), (VM_READ | VM_EXEC, 1), (VM_READ, 2), (VM_READ | VM_WRITE, 3)]
+    for flags, index in segments:
+        start = base + index * PAGE_SIZE
+        vm_flags = flags | may | (VM_ACCOUNT if flags & VM_WRITE else 0)
+        vma = VmAreaStruct(mm, start, start + PAGE_SIZE, vm_flags, index, binary)
+        mm.insert(vma)
+        binary.mapping.i_mmap.add(vma)
+    mm.start_code, mm.end_code = base + PAGE_SIZE, base + 2 * PAGE_SIZE
+    mm.start_data, mm.end_data = base + 3 * PAGE_SIZE, base + 4 * PAGE_SIZE
+    mm.start_brk = mm.brk = base + 4 * PAGE_SIZE
+    # The vDSO block is placed like any mapping: top-down, just below mmap_base.
+    specials = [("[vvar]", 4, VM_READ | VM_MAYREAD | VM_IO | VM_PFNMAP | VM_DONTDUMP),
+                ("[vvar_vclock]", 2, VM_READ | VM_MAYREAD | VM_IO | VM_PFNMAP | VM_DONTDUMP),
+                ("[vdso]", 2, VM_READ | VM_EXEC | may)]
+    start = mm.mmap_base - sum(n for _, n, _ in specials) * PAGE_SIZE
+    for name, npages, flags in specials:
+        vma = VmAreaStruct(mm, start, start + npages * PAGE_SIZE, flags | VM_DONTEXPAND,
+                           vm_ops=VmOps(name))
+        mm.insert(vma)
+        start += npages * PAGE_SIZE
+    stack = VmAreaStruct(mm, STACK_TOP - INITIAL_STACK_BYTES, STACK_TOP, VM_STACK_FLAGS,
+                         (STACK_TOP - INITIAL_STACK_BYTES) >> PAGE_SHIFT)
+    mm.insert(stack)
+    mm.start_stack = STACK_TOP - 0x200
+    # exec copied argv and envp to the top of the stack.
+    page, _ = memory.access_page(mm, STACK_TOP - PAGE_SIZE, True)
+    page.write(PAGE_SIZE - 0x100, b"/usr/bin/demo\0PATH=/usr/bin\0")
+    mmap_mod.sys_brk(proc, mm.start_brk + INITIAL_HEAP_BYTES)

@@ -1,0 +1,187 @@
+"""madvise (mm/madvise.c, Linux 6.18).
+
+Holes in the range are skipped and reported as ENOMEM at the end, after the advice was
+applied to the mapped parts. Advice that changes VMA flags merges and splits like mprotect.
+
+Simplification: MADV_WILLNEED, COLD and PAGEOUT are accepted and do nothing yet (there is
+no reclaim); MADV_HUGEPAGE only sets the flag (no THP); guard regions, KSM merging,
+MADV_REMOVE and MADV_COLLAPSE are not modelled and say so.
+"""
+
+from . import memory, pgtable, vma as vma_mod
+from .errors import EINVAL, ENOMEM, syscall_error
+from .flags import (_PAGE_DIRTY, MADV_COLD, MADV_COLLAPSE, MADV_DODUMP, MADV_DOFORK,
+                    MADV_DONTDUMP, MADV_DONTFORK, MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE,
+                    MADV_GUARD_INSTALL, MADV_GUARD_REMOVE, MADV_HUGEPAGE, MADV_KEEPONFORK,
+                    MADV_MERGEABLE, MADV_NOHUGEPAGE, MADV_NORMAL, MADV_PAGEOUT,
+                    MADV_POPULATE_READ, MADV_POPULATE_WRITE, MADV_RANDOM, MADV_REMOVE,
+                    MADV_SEQUENTIAL, MADV_UNMERGEABLE, MADV_WILLNEED, MADV_WIPEONFORK,
+                    ULONG_MAX, VM_DONTCOPY, VM_DONTDUMP, VM_HUGEPAGE, VM_HUGETLB, VM_IO,
+                    VM_LOCKED, VM_MAYSHARE, VM_MERGEABLE, VM_MIXEDMAP, VM_NOHUGEPAGE, VM_PFNMAP,
+                    VM_RAND_READ, VM_SEQ_READ, VM_SHARED, VM_SPECIAL, VM_WIPEONFORK, VM_DONTEXPAND,
+                    offset_in_page, page_align)
+
+_VALID = {MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED, MADV_DONTNEED, MADV_FREE,
+          MADV_REMOVE, MADV_DONTFORK, MADV_DOFORK, MADV_MERGEABLE, MADV_UNMERGEABLE,
+          MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTDUMP, MADV_DODUMP, MADV_WIPEONFORK,
+          MADV_KEEPONFORK, MADV_COLD, MADV_PAGEOUT, MADV_POPULATE_READ, MADV_POPULATE_WRITE,
+          MADV_DONTNEED_LOCKED, MADV_COLLAPSE, MADV_GUARD_INSTALL, MADV_GUARD_REMOVE}
+_NOT_MODELLED = {MADV_REMOVE: "MADV_REMOVE", MADV_COLLAPSE: "MADV_COLLAPSE",
+                 MADV_GUARD_INSTALL: "MADV_GUARD_INSTALL", MADV_GUARD_REMOVE: "MADV_GUARD_REMOVE"}
+
+
+def do_madvise(proc, start, len_in, behavior):
+    """mm/madvise.c: do_madvise(). Returns a list of outcome sentences."""
+    mm = proc.mm
+    fail = lambda err, why: syscall_error(err, "madvise", why)  # noqa: E731
+    if behavior not in _VALID:
+        raise fail(EINVAL, f"unknown advice {behavior}")
+    if offset_in_page(start):
+        raise fail(EINVAL, f"address {start:#x} is not page aligned")
+    length = page_align(len_in)
+    if len_in and not length:
+        raise fail(EINVAL, "length wraps around when rounded up to a page")
+    end = start + length
+    if end > ULONG_MAX:
+        raise fail(EINVAL, "the range wraps around the end of the address space")
+    if end == start:
+        return ["length 0: nothing to do"]
+    if behavior in _NOT_MODELLED:
+        raise NotImplementedError(f"{_NOT_MODELLED[behavior]} is not modelled by vmwidgets yet")
+    if behavior in (MADV_POPULATE_READ, MADV_POPULATE_WRITE):
+        return madvise_populate(proc, start, end, behavior == MADV_POPULATE_WRITE)
+    return madvise_walk_vmas(proc, start, end, behavior)
+
+
+def madvise_walk_vmas(proc, start, end, behavior):
+    """mm/madvise.c: madvise_walk_vmas(): visit each VMA piece; a hole gives ENOMEM at the end."""
+    mm = proc.mm
+    outcomes = []
+    unmapped_error = False
+    vma, prev = mm.find_vma_prev(start)
+    if vma is not None and start > vma.vm_start:
+        prev = vma
+    while True:
+        if vma is None:
+            unmapped_error = True
+            break
+        if start < vma.vm_start:
+            unmapped_error = True
+            start = vma.vm_start
+            if start >= end:
+                break
+        tmp = min(vma.vm_end, end)
+        prev, outcome = madvise_vma_behavior(mm, vma, prev, start, tmp, behavior)
+        outcomes.append(outcome)
+        start = tmp
+        if prev is not None and start < prev.vm_end:
+            start = prev.vm_end
+        if start >= end:
+            break
+        vma = mm.find_vma(prev.vm_end if prev is not None else start)
+    if unmapped_error:
+        exc = syscall_error(ENOMEM, "madvise", "part of the range is not mapped (the advice was "
+                                               "still applied to the mapped parts)")
+        exc.outcomes = outcomes
+        raise exc
+    return outcomes
+
+
+def madvise_vma_behavior(mm, vma, prev, start, end, behavior):
+    """mm/madvise.c: madvise_vma_behavior() for one VMA piece. Returns ``(prev, outcome)``."""
+    rng = f"{start:#x}-{end:#x}"
+    fail = lambda why: syscall_error(EINVAL, "madvise", why)  # noqa: E731
+    if behavior in (MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE):
+        forbidden = VM_PFNMAP | (0 if behavior == MADV_DONTNEED_LOCKED else VM_LOCKED)
+        if vma.vm_flags & VM_HUGETLB == 0 and vma.vm_flags & forbidden:
+            raise fail(f"cannot discard pages of the VMA at {vma.vm_start:#x} (locked or PFN map)")
+        if behavior == MADV_FREE:
+            if not vma.is_anonymous():
+                raise fail("MADV_FREE works only on private anonymous memory")
+            return vma, f"{rng}: {madvise_free(vma, start, end)} page(s) marked lazily freeable"
+        n = memory.zap_vma_range(vma, start, end)
+        return vma, f"{rng}: {n} PTE(s) zapped"
+    if behavior in (MADV_WILLNEED, MADV_COLD, MADV_PAGEOUT):
+        return vma, f"{rng}: advice noted (no effect in this model)"
+    new_flags = vma.vm_flags
+    if behavior == MADV_NORMAL:
+        new_flags &= ~(VM_RAND_READ | VM_SEQ_READ)
+    elif behavior == MADV_SEQUENTIAL:
+        new_flags = (new_flags & ~VM_RAND_READ) | VM_SEQ_READ
+    elif behavior == MADV_RANDOM:
+        new_flags = (new_flags & ~VM_SEQ_READ) | VM_RAND_READ
+    elif behavior == MADV_DONTFORK:
+        new_flags |= VM_DONTCOPY
+    elif behavior == MADV_DOFORK:
+        if vma.vm_flags & VM_IO:
+            raise fail("MADV_DOFORK on an I/O mapping")
+        new_flags &= ~VM_DONTCOPY
+    elif behavior == MADV_WIPEONFORK:
+        if vma.vm_file is not None or vma.vm_flags & VM_SHARED:
+            raise fail("MADV_WIPEONFORK works only on private anonymous memory")
+        new_flags |= VM_WIPEONFORK
+    elif behavior == MADV_KEEPONFORK:
+        new_flags &= ~VM_WIPEONFORK
+    elif behavior == MADV_DONTDUMP:
+        new_flags |= VM_DONTDUMP
+    elif behavior == MADV_DODUMP:
+        if new_flags & VM_SPECIAL:
+            raise fail("MADV_DODUMP on a special mapping")
+        new_flags &= ~VM_DONTDUMP
+    elif behavior == MADV_MERGEABLE:
+        # mm/ksm.c: ksm_madvise() leaves shared and special mappings alone.
+        if not vma.vm_flags & (VM_SHARED | VM_MAYSHARE | VM_PFNMAP | VM_IO | VM_DONTEXPAND
+                               | VM_HUGETLB | VM_MIXEDMAP):
+            new_flags |= VM_MERGEABLE
+    elif behavior == MADV_UNMERGEABLE:
+        new_flags &= ~VM_MERGEABLE
+    elif behavior == MADV_HUGEPAGE:
+        new_flags = (new_flags & ~VM_NOHUGEPAGE) | VM_HUGEPAGE
+    elif behavior == MADV_NOHUGEPAGE:
+        new_flags = (new_flags & ~VM_HUGEPAGE) | VM_NOHUGEPAGE
+    if new_flags == vma.vm_flags:
+        return vma, f"{rng}: flags unchanged"
+    vma, outcome = vma_mod.vma_modify(mm, prev, vma, start, end, new_flags, "madvise")
+    vma.vm_flags = new_flags
+    return vma, f"{rng}: {outcome}"
+
+
+def madvise_free(vma, start, end):
+    """mm/madvise.c: madvise_free_single_vma(): clean, exclusive anonymous pages become
+    lazily freeable (their PTEs lose the dirty bit); reclaim may drop them later."""
+    mm = vma.vm_mm
+    n = 0
+    for addr, table, index, pte in list(pgtable.iter_ptes(mm, start, end)):
+        page = memory.vm_normal_page(mm, pte)
+        if page is None or page.kind != "anon" or page.mapcount != 1:
+            continue
+        table.entries[index] = pte & ~_PAGE_DIRTY
+        page.dirty = False
+        n += 1
+    return n
+
+
+def madvise_populate(proc, start, end, write):
+    """mm/madvise.c: madvise_populate(): fault the range in; a hole gives ENOMEM."""
+    mm = proc.mm
+    addr = start
+    n = 0
+    while addr < end:
+        vma = mm.find_vma(addr)
+        if vma is None or vma.vm_start > addr:
+            raise syscall_error(ENOMEM, "madvise", f"{addr:#x} is not mapped")
+        if vma.vm_flags & (VM_IO | VM_PFNMAP):
+            raise syscall_error(EINVAL, "madvise", "cannot populate an I/O or PFN mapping")
+        stop = min(end, vma.vm_end)
+        for a in range(addr, stop, 1 << 12):
+            try:
+                memory.check_user_access(mm, a, write)
+            except Exception:
+                raise syscall_error(14, "madvise", (
+                    f"populating {a:#x} for {'write' if write else 'read'} is not allowed by "
+                    "the VMA's protection")) from None
+            if not memory._hw_allows(pgtable.get_pte(mm, a), write):
+                memory.handle_mm_fault(mm, vma, a, write)
+                n += 1
+        addr = stop
+    return [f"{start:#x}-{end:#x}: {n} page(s) faulted in"]

@@ -1,0 +1,281 @@
+"""mremap (mm/mremap.c after the 6.16 ``vma_remap_struct`` rework, with 6.17's moves of
+several VMAs at once; mm/vma.c: copy_vma()).
+
+A move copies the VMA to its new place (merging there if it can), moves the page-table
+entries (the pages stay where they are and keep their ``index``), then unmaps the old
+range. An anonymous VMA that was never faulted takes the page offset of its new address,
+so it can merge there; a faulted one keeps its old offset.
+"""
+
+from dataclasses import dataclass
+
+from . import memory, pgtable, vma as vma_mod
+from .errors import EAGAIN, EFAULT, EINVAL, ENOMEM, syscall_error
+from .flags import (MAP_FIXED, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE,
+                    PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, ULONG_MAX, VM_ACCOUNT, VM_DONTEXPAND,
+                    VM_LOCKED, VM_LOCKONFAULT, VM_MAYSHARE, VM_PFNMAP, VM_SHARED,
+                    offset_in_page, page_align)
+from .mmap import get_unmapped_area, vm_enough_memory
+from .mm_types import VmAreaStruct
+
+
+def _fail(err, why):
+    return syscall_error(err, "mremap", why)
+
+
+@dataclass
+class VmaRemapStruct:
+    """``struct vma_remap_struct`` (mm/mremap.c)."""
+
+    addr: int
+    old_len: int
+    new_len: int
+    flags: int
+    new_addr: int
+    vma: object = None
+
+    def implies_new_addr(self):
+        return bool(self.flags & (MREMAP_FIXED | MREMAP_DONTUNMAP))
+
+    @property
+    def remap_type(self):
+        if self.old_len == self.new_len:
+            return "no_resize"
+        return "shrink" if self.old_len > self.new_len else "expand"
+
+    @property
+    def delta(self):
+        return abs(self.new_len - self.old_len)
+
+
+def do_mremap(proc, addr, old_len, new_len, flags, new_addr):
+    """mm/mremap.c: do_mremap(). Returns ``(address, outcome)``."""
+    vrm = VmaRemapStruct(addr, page_align(old_len), page_align(new_len), flags, new_addr)
+    check_mremap_params(proc.mm, vrm, old_len, new_len)
+    mm = proc.mm
+    if vrm.flags & MREMAP_FIXED and vrm.old_len == vrm.new_len:
+        return remap_move(proc, vrm)
+    vrm.vma = mm.vma_lookup(vrm.addr)
+    check_prep_vma(proc, vrm)
+    if vrm.implies_new_addr():
+        return mremap_to(proc, vrm)
+    return mremap_at(proc, vrm)
+
+
+def check_mremap_params(mm, vrm, raw_old, raw_new):
+    flags = vrm.flags
+    if flags & ~(MREMAP_FIXED | MREMAP_MAYMOVE | MREMAP_DONTUNMAP):
+        raise _fail(EINVAL, f"unknown flags {flags:#x}")
+    if offset_in_page(vrm.addr):
+        raise _fail(EINVAL, f"old address {vrm.addr:#x} is not page aligned")
+    if raw_old and not vrm.old_len or raw_new and not vrm.new_len:
+        raise _fail(EINVAL, "a length wraps around when rounded up to a page")
+    if not vrm.new_len:
+        raise _fail(EINVAL, "new length is 0")
+    if vrm.new_len > TASK_SIZE:
+        raise _fail(EINVAL, "new length is larger than the address space")
+    if not vrm.implies_new_addr():
+        return
+    if vrm.new_addr > TASK_SIZE - vrm.new_len:
+        raise _fail(EINVAL, "the new range goes past the end of user space")
+    if offset_in_page(vrm.new_addr):
+        raise _fail(EINVAL, f"new address {vrm.new_addr:#x} is not page aligned")
+    if not flags & MREMAP_MAYMOVE:
+        raise _fail(EINVAL, "MREMAP_FIXED and MREMAP_DONTUNMAP need MREMAP_MAYMOVE")
+    if flags & MREMAP_DONTUNMAP and vrm.old_len != vrm.new_len:
+        raise _fail(EINVAL, "MREMAP_DONTUNMAP cannot resize")
+    if vrm.addr < vrm.new_addr + vrm.new_len and vrm.new_addr < vrm.addr + vrm.old_len:
+        raise _fail(EINVAL, "the new range overlaps the old one")
+    max_count = mm.machine.sysctl["vm.max_map_count"]
+    if mm.map_count + 2 >= max_count - 3:
+        raise _fail(ENOMEM, "a move could need more VMAs than vm.max_map_count allows")
+
+
+def check_prep_vma(proc, vrm):
+    """mm/mremap.c: check_prep_vma(): the source must be one mapped VMA range."""
+    vma = vrm.vma
+    if vma is None:
+        raise _fail(EFAULT, f"old address {vrm.addr:#x} is not mapped")
+    if not vrm.implies_new_addr():
+        vrm.new_addr = vrm.addr
+    if vrm.remap_type != "expand" and not vrm.implies_new_addr():
+        return
+    old_len, new_len = vrm.old_len, vrm.new_len
+    if not old_len and not vma.vm_flags & (VM_SHARED | VM_MAYSHARE):
+        raise _fail(EINVAL, "old length 0 would duplicate a private mapping")
+    if vrm.flags & MREMAP_DONTUNMAP and vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP):
+        raise _fail(EINVAL, "MREMAP_DONTUNMAP on a special mapping")
+    if vrm.remap_type == "shrink":
+        old_len = new_len
+    if old_len > vma.vm_end - vrm.addr:
+        raise _fail(EFAULT, "the old range crosses the end of its VMA")
+    if new_len == old_len:
+        return
+    pgoff = vma.vm_pgoff + ((vrm.addr - vma.vm_start) >> PAGE_SHIFT)
+    if pgoff + (new_len >> PAGE_SHIFT) > ULONG_MAX:
+        raise _fail(EINVAL, "page offset overflows")
+    if vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP):
+        raise _fail(EFAULT, "this special mapping cannot grow")
+
+
+def mremap_at(proc, vrm):
+    """Resize in place, or move when growing in place is impossible (MREMAP_MAYMOVE)."""
+    mm = proc.mm
+    if vrm.remap_type == "no_resize":
+        return vrm.addr, "same size: nothing to do"
+    if vrm.remap_type == "shrink":
+        vma_mod.do_vmi_munmap(mm, vrm.addr + vrm.new_len, vrm.delta, "mremap")
+        return vrm.addr, f"shrank in place; {vrm.addr + vrm.new_len:#x}-{vrm.addr + vrm.old_len:#x} unmapped"
+    vma = vrm.vma
+    if vrm.addr + vrm.old_len == vma.vm_end and vma_expandable(mm, vma, vrm.delta):
+        if vma.vm_flags & VM_ACCOUNT and not vm_enough_memory(mm.machine, vrm.delta >> PAGE_SHIFT):
+            raise _fail(ENOMEM, "not enough memory to commit the growth")
+        vmg = vma_mod.VmaMergeStruct(
+            mm=mm, prev=vma, next=mm.vma_next(vma), start=vma.vm_end, end=vma.vm_end + vrm.delta,
+            pgoff=vma.vm_pgoff + vma.pages(), flags=vma.vm_flags, file=vma.vm_file,
+            anon_vma=vma.anon_vma)
+        merged = vma_mod.vma_merge_new_range(vmg)
+        if merged is None:
+            raise _fail(ENOMEM, "could not extend the VMA")
+        outcome = "grew in place" + (" and merged with the next VMA"
+                                     if "both" in vmg.outcome else "")
+        return vrm.addr, outcome
+    if not vrm.flags & MREMAP_MAYMOVE:
+        raise _fail(ENOMEM, "cannot grow in place (the next page is in use or the range does "
+                            "not reach the end of the VMA) and MREMAP_MAYMOVE is not set")
+    vrm_set_new_addr(proc, vrm)
+    return move_vma(proc, vrm)
+
+
+def vma_expandable(mm, vma, delta):
+    """mm/mremap.c: vma_expandable(): nothing mapped in ``[vm_end, vm_end + delta)``."""
+    end = vma.vm_end + delta
+    if end > TASK_SIZE:
+        return False
+    return not mm.vmas_in(vma.vm_end, end)
+
+
+def mremap_to(proc, vrm):
+    """mm/mremap.c: mremap_to(): MREMAP_FIXED / MREMAP_DONTUNMAP."""
+    mm = proc.mm
+    if vrm.flags & MREMAP_FIXED:
+        vma_mod.do_vmi_munmap(mm, vrm.new_addr, vrm.new_len, "mremap")
+        vrm.vma = mm.vma_lookup(vrm.addr)
+        if vrm.vma is None:
+            raise _fail(EFAULT, "the old range was unmapped")
+    if vrm.remap_type == "shrink":
+        vma_mod.do_vmi_munmap(mm, vrm.addr + vrm.new_len, vrm.delta, "mremap")
+        vrm.old_len = vrm.new_len
+        vrm.vma = mm.vma_lookup(vrm.addr)
+    vrm_set_new_addr(proc, vrm)
+    return move_vma(proc, vrm)
+
+
+def vrm_set_new_addr(proc, vrm):
+    vma = vrm.vma
+    pgoff = vma.vm_pgoff + ((vrm.addr - vma.vm_start) >> PAGE_SHIFT)
+    map_flags = (MAP_FIXED if vrm.flags & MREMAP_FIXED else 0) | (
+        MAP_SHARED if vma.vm_flags & VM_MAYSHARE else 0)
+    hint = vrm.new_addr if vrm.implies_new_addr() else 0
+    got = get_unmapped_area(proc.mm, vma.vm_file, hint, vrm.new_len, pgoff, map_flags,
+                            vma.vm_flags, proc.root)
+    if got < 0:
+        raise _fail(-got, "no free range to move the mapping to")
+    vrm.new_addr = got
+
+
+def move_vma(proc, vrm):
+    """mm/mremap.c: move_vma(): copy the VMA, move its PTEs, unmap the old range."""
+    mm = proc.mm
+    if mm.map_count >= mm.machine.sysctl["vm.max_map_count"] - 3:
+        raise _fail(ENOMEM, "too close to vm.max_map_count to move a mapping")
+    vma = vrm.vma
+    old_addr, old_len, new_addr, new_len = vrm.addr, vrm.old_len, vrm.new_addr, vrm.new_len
+    if vma.vm_flags & VM_ACCOUNT:
+        charge = new_len if vrm.flags & MREMAP_DONTUNMAP else max(0, new_len - old_len)
+        if charge and not vm_enough_memory(mm.machine, charge >> PAGE_SHIFT):
+            raise _fail(ENOMEM, "not enough memory to commit the moved mapping")
+    new_pgoff = vma.vm_pgoff + ((old_addr - vma.vm_start) >> PAGE_SHIFT)
+    new_vma, vma, merged = copy_vma(mm, vma, new_addr, new_len, new_pgoff)
+    move_page_tables(mm, old_addr, new_addr, min(old_len, new_len))
+    if vrm.flags & MREMAP_DONTUNMAP:
+        vma.vm_flags &= ~(VM_LOCKED | VM_LOCKONFAULT)
+        if new_vma is not vma and old_addr == vma.vm_start and old_addr + old_len == vma.vm_end:
+            from . import rmap
+            rmap.unlink_anon_vmas(vma)
+    else:
+        vma_mod.do_vmi_align_munmap(mm, old_addr, old_addr + old_len, "mremap")
+    where = "merged at its new place" if merged else "a new VMA at its new place"
+    return new_addr, f"moved {old_addr:#x} -> {new_addr:#x} ({where})"
+
+
+def copy_vma(mm, vma, addr, length, pgoff):
+    """mm/vma.c: copy_vma(): the VMA for the destination, merged with its neighbours when
+    possible. Returns ``(new_vma, source_vma, merged)``; the source changes if it was
+    merged into the destination (only possible when never faulted)."""
+    if vma.is_anonymous() and vma.anon_vma is None:
+        pgoff = addr >> PAGE_SHIFT
+    nxt, prev = mm.find_vma_prev(addr)
+    vmg = vma_mod.VmaMergeStruct(mm=mm, prev=prev, next=nxt, start=addr, end=addr + length,
+                                 pgoff=pgoff, flags=vma.vm_flags, file=vma.vm_file,
+                                 anon_vma=vma.anon_vma, copied_from=vma)
+    vma_start = vma.vm_start
+    new_vma = vma_mod.vma_merge_new_range(vmg)
+    if new_vma is not None:
+        if new_vma.vm_start <= vma_start < new_vma.vm_end:
+            vma = new_vma
+        return new_vma, vma, True
+    new_vma = VmAreaStruct(mm, addr, addr + length, vma.vm_flags, pgoff, vma.vm_file, vma.vm_ops)
+    new_vma.anon_vma = vma.anon_vma
+    if vma.anon_vma_chain:
+        from . import rmap
+        rmap.anon_vma_clone(new_vma, vma)
+    mm.insert(new_vma)
+    if new_vma.vm_file is not None:
+        new_vma.vm_file.mapping.i_mmap.add(new_vma)
+    return new_vma, vma, False
+
+
+def move_page_tables(mm, old_addr, new_addr, length):
+    """mm/mremap.c: move_page_tables(): move every PTE; pages and their rmap stay as they are."""
+    moved = list(pgtable.iter_ptes(mm, old_addr, old_addr + length))
+    for addr, table, index, pte in moved:
+        del table.entries[index]
+    for addr, _table, _index, pte in moved:
+        pgtable.set_pte_at(mm, new_addr + (addr - old_addr), pte)
+    return len(moved)
+
+
+def remap_move(proc, vrm):
+    """mm/mremap.c: remap_move() (6.17+): MREMAP_FIXED without resizing moves every VMA in
+    the range, keeping the gaps between them."""
+    mm = proc.mm
+    start, end = vrm.addr, vrm.addr + vrm.old_len
+    target = vrm.new_addr
+    res = None
+    last_end = None
+    outcomes = []
+    for vma in mm.vmas_in(start, end):
+        if res is None and start < vma.vm_start:
+            raise _fail(EFAULT, f"old address {start:#x} is not mapped")
+        addr = max(vma.vm_start, start)
+        length = min(end, vma.vm_end) - addr
+        offset = vma.vm_start - last_end if last_end is not None else 0
+        last_end = vma.vm_end
+        multi_allowed = vma.vm_file is None or vma.vm_file.shmem
+        if not multi_allowed and (res is not None or vma.vm_end < end):
+            raise _fail(EFAULT, "a file mapping can only be moved on its own")
+        step = VmaRemapStruct(addr, length, length, vrm.flags, target + offset,
+                              mm.vma_lookup(addr))
+        check_prep_vma(proc, step)
+        got, outcome = mremap_to(proc, step)
+        outcomes.append(outcome)
+        if res is None:
+            res = got
+        target = got + length
+    if res is None:
+        raise _fail(EFAULT, f"old address {start:#x} is not mapped")
+    return res, "; ".join(outcomes)
+
+
+__all__ = ["do_mremap", "EAGAIN", "PAGE_SIZE", "memory"]

@@ -1,0 +1,185 @@
+"""Reverse mapping: anon_vma, anon_vma_chain and the page rmap counters (mm/rmap.c, 6.18).
+
+Simplification: an anon_vma's interval tree (``rb_root``) is a list of AVCs, searched
+linearly by page offset; the locks are not modelled.
+"""
+
+from .mm_types import AnonVma, AnonVmaChain
+from .flags import PAGE_SHIFT, VM_ACCESS_FLAGS, VM_SOFTDIRTY
+from . import pgtable
+
+
+# -- anon_vma lifetime ---------------------------------------------------------------------
+
+def anon_vma_alloc(machine):
+    """mm/rmap.c: anon_vma_alloc(): refcount 1, its own root and parent."""
+    anon_vma = AnonVma(machine.new_id("anon_vma"))
+    machine.anon_vmas[anon_vma.id] = anon_vma
+    return anon_vma
+
+
+def put_anon_vma(machine, anon_vma):
+    """include/linux/rmap.h: put_anon_vma(): free on the last reference, then drop the root's."""
+    anon_vma.refcount -= 1
+    if anon_vma.refcount == 0:
+        anon_vma.freed = True
+        machine.anon_vmas.pop(anon_vma.id, None)
+        if anon_vma.root is not anon_vma:
+            put_anon_vma(machine, anon_vma.root)
+
+
+def anon_vma_chain_link(vma, anon_vma):
+    """mm/rmap.c: anon_vma_chain_link(): onto the VMA's list (at the head) and the tree."""
+    avc = AnonVmaChain(vma, anon_vma)
+    vma.anon_vma_chain.insert(0, avc)
+    anon_vma.rb_root.append(avc)
+    return avc
+
+
+# -- finding an anon_vma to share with a neighbour (mm/vma.c) ------------------------------------
+
+def anon_vma_compatible(a, b):
+    """mm/vma.c: anon_vma_compatible(): ``a`` just below ``b``, same file, flags equal but for
+    R/W/X, and linear page offsets."""
+    return (a.vm_end == b.vm_start and a.vm_file is b.vm_file
+            and not ((a.vm_flags ^ b.vm_flags) & ~(VM_ACCESS_FLAGS | VM_SOFTDIRTY))
+            and b.vm_pgoff == a.vm_pgoff + ((b.vm_start - a.vm_start) >> PAGE_SHIFT))
+
+
+def reusable_anon_vma(old, a, b):
+    """mm/vma.c: reusable_anon_vma(): ``old``'s anon_vma if compatible and never forked."""
+    if anon_vma_compatible(a, b) and old.anon_vma is not None and len(old.anon_vma_chain) == 1:
+        return old.anon_vma
+    return None
+
+
+def find_mergeable_anon_vma(vma):
+    """mm/vma.c: find_mergeable_anon_vma(): try the next VMA first, then the previous one."""
+    mm = vma.vm_mm
+    nxt = mm.vma_next(vma)
+    if nxt is not None and nxt.vm_start == vma.vm_end:
+        found = reusable_anon_vma(nxt, vma, nxt)
+        if found is not None:
+            return found
+    prev = mm.vma_prev(vma)
+    if prev is not None:
+        return reusable_anon_vma(prev, prev, vma)
+    return None
+
+
+def anon_vma_prepare(vma):
+    """mm/rmap.c: __anon_vma_prepare(): give a VMA its anon_vma on its first anonymous page.
+
+    Reuses a neighbour's anon_vma where ``find_mergeable_anon_vma`` allows, so the two
+    VMAs can still merge later; otherwise allocates a new root.
+    Returns ``(anon_vma, reused)``.
+    """
+    if vma.anon_vma is not None:
+        return vma.anon_vma, True
+    machine = vma.vm_mm.machine
+    anon_vma = find_mergeable_anon_vma(vma)
+    reused = anon_vma is not None
+    if anon_vma is None:
+        anon_vma = anon_vma_alloc(machine)
+        anon_vma.num_children += 1  # the self-parent link of a new root
+    vma.anon_vma = anon_vma
+    anon_vma_chain_link(vma, anon_vma)
+    anon_vma.num_active_vmas += 1
+    return anon_vma, reused
+
+
+def anon_vma_clone(dst, src):
+    """mm/rmap.c: anon_vma_clone(): attach ``dst`` to every anon_vma ``src`` is on.
+
+    Walks ``src``'s chain oldest first. When ``dst`` has no anon_vma yet (only fork gets
+    here that way) an anon_vma with no VMA and at most one child is reused.
+    """
+    for pavc in reversed(src.anon_vma_chain):
+        anon_vma = pavc.anon_vma
+        anon_vma_chain_link(dst, anon_vma)
+        if (dst.anon_vma is None and src.anon_vma is not None
+                and anon_vma.num_children < 2 and anon_vma.num_active_vmas == 0):
+            dst.anon_vma = anon_vma
+    if dst.anon_vma is not None:
+        dst.anon_vma.num_active_vmas += 1
+
+
+def unlink_anon_vmas(vma):
+    """mm/rmap.c: unlink_anon_vmas(): take a dying VMA off every anon_vma; free the empty ones."""
+    machine = vma.vm_mm.machine
+    emptied = []
+    for avc in list(vma.anon_vma_chain):
+        anon_vma = avc.anon_vma
+        anon_vma.rb_root.remove(avc)
+        if not anon_vma.rb_root:
+            anon_vma.parent.num_children -= 1
+            emptied.append(anon_vma)
+    if vma.anon_vma is not None:
+        vma.anon_vma.num_active_vmas -= 1
+        vma.anon_vma = None
+    vma.anon_vma_chain = []
+    for anon_vma in emptied:
+        put_anon_vma(machine, anon_vma)
+
+
+def dup_anon_vma(dst, src):
+    """mm/vma.c: dup_anon_vma(): the VMA that grows over ``src``'s pages takes its anon_vma."""
+    if src.anon_vma is not None and dst.anon_vma is None:
+        dst.anon_vma = src.anon_vma
+        anon_vma_clone(dst, src)
+        return True
+    return False
+
+
+# -- page rmap counters ----------------------------------------------------------------------
+
+def folio_add_new_anon_rmap(page, vma, address):
+    """mm/rmap.c: folio_add_new_anon_rmap(..., RMAP_EXCLUSIVE): a brand-new anonymous page."""
+    page.kind = "anon"
+    page.mapcount = 1
+    page.mapping = vma.anon_vma
+    page.index = vma.linear_page_index(address)
+    page.anon_exclusive = True
+
+
+def folio_add_file_rmap_pte(page):
+    """mm/rmap.c: folio_add_file_rmap_pte(): one more PTE maps this page-cache page."""
+    page.mapcount += 1
+
+
+def folio_remove_rmap_pte(page):
+    """mm/rmap.c: folio_remove_rmap_pte(): one PTE fewer. ``mapping`` is kept until freed."""
+    page.mapcount -= 1
+    if page.mapcount == 0:
+        page.anon_exclusive = False
+
+
+def vma_address(page, vma):
+    """mm/internal.h: vma_address(): where ``page`` would sit in ``vma``, or None."""
+    pgoff = page.index
+    if not vma.vm_pgoff <= pgoff < vma.vm_pgoff + vma.pages():
+        return None
+    return vma.vm_start + ((pgoff - vma.vm_pgoff) << PAGE_SHIFT)
+
+
+def rmap_walk(machine, pfn):
+    """mm/rmap.c: rmap_walk(): yield ``(process, vma, address)`` for each PTE mapping ``pfn``.
+
+    Anonymous pages are found through their anon_vma's chains, file pages through the
+    file's ``i_mmap``; each candidate is checked against the page table
+    (``page_vma_mapped_walk``).
+    """
+    page = machine.phys.pages[pfn]
+    if page.kind == "anon":
+        vmas = [avc.vma for avc in page.mapping.rb_root]
+    elif page.kind == "file":
+        vmas = list(page.mapping.i_mmap)
+    else:
+        return
+    for vma in vmas:
+        address = vma_address(page, vma)
+        if address is None:
+            continue
+        pte = pgtable.get_pte(vma.vm_mm, address)
+        if pte and pgtable.pte_pfn(pte) == pfn and pte & 1:
+            yield vma.vm_mm.owner, vma, address

@@ -1,0 +1,146 @@
+"""Invariants of the whole machine, checked on demand (mm/vma.c: validate_mm() and the
+CONFIG_DEBUG_VM checks, gathered in one place).
+
+:func:`validate` raises :class:`ValidationError` listing every broken rule and a dump of
+the state, so a failing test or a student's bug report shows what went wrong.
+"""
+
+from collections import Counter
+
+from . import pgtable, rmap
+from .errors import ValidationError
+from .flags import PAGE_SIZE, TASK_SIZE, VM_WRITE, _PAGE_RW, _PAGE_SPECIAL
+
+
+def validate_mm(mm, problems):
+    """VMAs sorted, non-overlapping, page aligned, inside user space; map_count agrees;
+    each VMA's anon_vma_chain agrees with the anon_vmas' trees."""
+    prev_end = 0
+    vmas = list(mm.mm_mt)
+    for vma in vmas:
+        name = f"VMA {vma.vm_start:#x}-{vma.vm_end:#x} (id {vma.id})"
+        if vma.vm_start % PAGE_SIZE or vma.vm_end % PAGE_SIZE:
+            problems.append(f"{name} is not page aligned")
+        if vma.vm_start >= vma.vm_end:
+            problems.append(f"{name} is empty or inverted")
+        if vma.vm_start < prev_end:
+            problems.append(f"{name} overlaps or is out of order with the VMA before it")
+        if vma.vm_end > TASK_SIZE:
+            problems.append(f"{name} ends above TASK_SIZE")
+        if vma.vm_mm is not mm:
+            problems.append(f"{name} belongs to another mm")
+        prev_end = vma.vm_end
+        for avc in vma.anon_vma_chain:
+            if avc.vma is not vma:
+                problems.append(f"{name}: an AVC on its list points to another VMA")
+            if avc not in avc.anon_vma.rb_root:
+                problems.append(f"{name}: AVC to anon_vma {avc.anon_vma.id} is missing from "
+                                "that anon_vma's tree")
+            if avc.anon_vma.freed:
+                problems.append(f"{name}: chained to freed anon_vma {avc.anon_vma.id}")
+        if vma.anon_vma is not None:
+            if not any(avc.anon_vma is vma.anon_vma for avc in vma.anon_vma_chain):
+                problems.append(f"{name}: its anon_vma {vma.anon_vma.id} is not on its chain")
+        elif vma.anon_vma_chain:
+            problems.append(f"{name}: has AVCs but no anon_vma")
+        if vma.vm_file is not None and vma not in vma.vm_file.mapping.i_mmap:
+            problems.append(f"{name}: missing from its file's i_mmap")
+    if mm.map_count != len(vmas):
+        problems.append(f"map_count {mm.map_count} != {len(vmas)} VMAs")
+
+
+def validate_anon_vmas(machine, problems):
+    """Each live anon_vma: AVCs in its tree are on their VMA's list; num_active_vmas counts
+    the VMAs using it; num_children counts child anon_vmas (a root counts itself)."""
+    live_vmas = [vma for proc in machine.processes for vma in proc.mm.mm_mt]
+    active = Counter(id(vma.anon_vma) for vma in live_vmas if vma.anon_vma is not None)
+    children = Counter()
+    for av in machine.anon_vmas.values():
+        if av.rb_root:
+            children[id(av.parent)] += 1
+    for av in machine.anon_vmas.values():
+        for avc in av.rb_root:
+            if avc not in avc.vma.anon_vma_chain:
+                problems.append(f"anon_vma {av.id}: AVC for VMA {avc.vma.id} is not on the "
+                                "VMA's list")
+        if av.num_active_vmas != active[id(av)]:
+            problems.append(f"anon_vma {av.id}: num_active_vmas {av.num_active_vmas} but "
+                            f"{active[id(av)]} VMA(s) use it")
+        if av.rb_root and av.num_children != children[id(av)]:
+            problems.append(f"anon_vma {av.id}: num_children {av.num_children} but "
+                            f"{children[id(av)]} child anon_vma(s) (counting itself if root)")
+
+
+def validate_pages(machine, problems):
+    """PTEs lie in VMAs and respect VM_WRITE; each frame's mapcount equals the PTEs mapping
+    it and its refcount the references we know of; free frames are unmapped; rmap finds
+    every mapping exactly once; page-table pages are reachable exactly once."""
+    phys = machine.phys
+    mapcount = Counter()
+    table_refs = Counter()
+    for proc in machine.processes:
+        mm = proc.mm
+        for table in pgtable.iter_tables(mm):
+            table_refs[table.page.pfn] += 1
+            if table.page.kind != "pgtable":
+                problems.append(f"pid {proc.pid}: {table} sits in a frame of kind {table.page.kind}")
+        for addr, _t, _i, pte in pgtable.iter_ptes(mm, 0, TASK_SIZE):
+            vma = mm.vma_lookup(addr)
+            where = f"pid {proc.pid} {addr:#x}"
+            if vma is None:
+                problems.append(f"{where}: a PTE outside every VMA")
+                continue
+            if pte & _PAGE_RW and not vma.vm_flags & VM_WRITE:
+                problems.append(f"{where}: writable PTE in a VMA without VM_WRITE")
+            pfn = pgtable.pte_pfn(pte)
+            page = phys.pages[pfn]
+            if pte & _PAGE_SPECIAL:
+                if page.kind not in ("zero", "kernel"):
+                    problems.append(f"{where}: special PTE to a {page.kind} frame")
+                continue
+            if page.kind not in ("anon", "file"):
+                problems.append(f"{where}: PTE maps frame {pfn:#x} of kind {page.kind}")
+                continue
+            mapcount[pfn] += 1
+            if page.kind == "anon":
+                if vma.linear_page_index(addr) != page.index:
+                    problems.append(f"{where}: page index {page.index:#x} does not match the "
+                                    f"VMA's offset {vma.linear_page_index(addr):#x}")
+    for pfn, page in sorted(phys.pages.items()):
+        if page.kind == "pgtable" and table_refs[pfn] != 1:
+            problems.append(f"page-table frame {pfn:#x} is reachable {table_refs[pfn]} times")
+        if page.kind in ("anon", "file"):
+            if page.mapcount != mapcount[pfn]:
+                problems.append(f"frame {pfn:#x}: mapcount {page.mapcount} but "
+                                f"{mapcount[pfn]} PTE(s) map it")
+            expected_ref = mapcount[pfn] + (1 if page.kind == "file" else 0)
+            if page.refcount != expected_ref:
+                problems.append(f"frame {pfn:#x}: refcount {page.refcount}, expected {expected_ref}")
+            if page.kind == "anon" and page.mapcount:
+                if page.mapping is None or page.mapping.freed:
+                    problems.append(f"frame {pfn:#x}: anon page without a live anon_vma")
+                    continue
+            found = Counter((id(v), a) for _p, v, a in rmap.rmap_walk(machine, pfn))
+            if sum(found.values()) != mapcount[pfn] or any(n != 1 for n in found.values()):
+                problems.append(f"frame {pfn:#x}: rmap_walk finds {sum(found.values())} "
+                                f"mapping(s), {mapcount[pfn]} PTE(s) map it")
+        elif page.kind == "free" and mapcount[pfn]:
+            problems.append(f"free frame {pfn:#x} is still mapped")
+    in_use = sum(1 for p in phys.pages.values() if p.kind not in ("free", "kernel", "zero"))
+    reserved = sum(1 for p in phys.pages.values() if p.kind in ("kernel", "zero"))
+    if in_use + phys.nr_free + reserved != phys.nr_pages:
+        problems.append(f"frames: {in_use} in use + {phys.nr_free} free + {reserved} reserved "
+                        f"!= {phys.nr_pages}")
+
+
+def validate(machine):
+    """Check every invariant of ``machine``; raise :class:`ValidationError` if any fails."""
+    problems = []
+    for proc in machine.processes:
+        validate_mm(proc.mm, problems)
+    validate_anon_vmas(machine, problems)
+    validate_pages(machine, problems)
+    if problems:
+        raise ValidationError("\n".join(["model state is inconsistent:"]
+                                        + [f"  - {p}" for p in problems]
+                                        + ["", machine.dump()]))
