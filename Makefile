@@ -30,8 +30,15 @@ venv: $(STAMP)
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
 
+# An editable install made while vmwidgets/__init__.py did not exist yet
+# maps vmwidgets as a namespace package, and keeps doing so after the file
+# appears. So once it exists, install again (one time only).
+HAS_INIT := $(if $(wildcard vmwidgets/__init__.py),$(VENV)/.has-init)
+$(VENV)/.has-init: | $(VPY)
+	touch $@
+
 # (Re)install only when pyproject.toml is newer than the last install.
-$(STAMP): pyproject.toml | $(VPY)
+$(STAMP): pyproject.toml $(HAS_INIT) | $(VPY)
 	$(VPY) -m pip install --upgrade pip
 	$(VPY) -m pip install -e '.[test]'
 	touch $@
