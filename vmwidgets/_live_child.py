@@ -210,6 +210,24 @@ class Child:
             cell.value = value  # write access, same value
         return None
 
+    def op_probe(self, addr, write):
+        """Try the access in a forked grandchild; report how it ended.
+
+        Returns "ok" or "signal N". The fork is short-lived: after the grandchild exits,
+        every page of this process has the mapcount it had before.
+        """
+        pid = os.fork()
+        if pid == 0:
+            try:
+                resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+                self.op_touch(addr, write)
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status):
+            return "signal %d" % os.WTERMSIG(status)
+        return "ok"
+
     # ---- introspection ----
 
     def op_maps(self, lo, hi):

@@ -449,6 +449,11 @@ class LiveProcess:
         of the same value back."""
         self._call("touch", addr, bool(write))
 
+    def probe(self, addr, write):
+        """Would this access fault? A forked grandchild tries it: returns ``"ok"`` or
+        ``"signal 11"`` (SIGSEGV). The child itself survives either way."""
+        return self._call("probe", addr, bool(write))
+
     # ---- introspection ----
 
     def maps(self, lo=None, hi=None):

@@ -286,9 +286,15 @@ class Process:
         return bytes(out)
 
     def touch(self, addr, write=False):
-        """Access one byte (a read, or a write that stores the byte back unchanged)."""
+        """Access one byte: a read, or a read-modify-write that stores the byte back
+        unchanged (like an x86 ``lock or byte [addr], 0``: it faults as a write, before
+        anything is read)."""
+        _check_int(addr, "addr")
         if write:
-            self.write(addr, self.read(addr, 1))
+            data = []
+            self._access(addr, 1, True, lambda page, off, lo, hi: data.append(page.read(off, 1)))
+            self._access(addr, 1, True, lambda page, off, lo, hi: page.write(off, data[0]))
+            self.machine._record(self, "touch", (addr, True), None, ["read-modify-write of 1 byte"])
         else:
             self.read(addr, 1)
 

@@ -16,9 +16,9 @@ from .flags import (_PAGE_DIRTY, MADV_COLD, MADV_COLLAPSE, MADV_DODUMP, MADV_DOF
                     MADV_MERGEABLE, MADV_NOHUGEPAGE, MADV_NORMAL, MADV_PAGEOUT,
                     MADV_POPULATE_READ, MADV_POPULATE_WRITE, MADV_RANDOM, MADV_REMOVE,
                     MADV_SEQUENTIAL, MADV_UNMERGEABLE, MADV_WILLNEED, MADV_WIPEONFORK,
-                    ULONG_MAX, VM_DONTCOPY, VM_DONTDUMP, VM_HUGEPAGE, VM_HUGETLB, VM_IO,
+                    PAGE_SIZE, ULONG_MAX, VM_DONTCOPY, VM_DONTDUMP, VM_HUGEPAGE, VM_HUGETLB, VM_IO,
                     VM_LOCKED, VM_MAYSHARE, VM_MERGEABLE, VM_MIXEDMAP, VM_NOHUGEPAGE, VM_PFNMAP,
-                    VM_RAND_READ, VM_SEQ_READ, VM_SHARED, VM_SPECIAL, VM_WIPEONFORK, VM_DONTEXPAND,
+                    VM_RAND_READ, VM_READ, VM_SEQ_READ, VM_SHARED, VM_SPECIAL, VM_WIPEONFORK, VM_WRITE, VM_DONTEXPAND,
                     offset_in_page, page_align)
 
 _VALID = {MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED, MADV_DONTNEED, MADV_FREE,
@@ -32,7 +32,6 @@ _NOT_MODELLED = {MADV_REMOVE: "MADV_REMOVE", MADV_COLLAPSE: "MADV_COLLAPSE",
 
 def do_madvise(proc, start, len_in, behavior):
     """mm/madvise.c: do_madvise(). Returns a list of outcome sentences."""
-    mm = proc.mm
     fail = lambda err, why: syscall_error(err, "madvise", why)  # noqa: E731
     if behavior not in _VALID:
         raise fail(EINVAL, f"unknown advice {behavior}")
@@ -162,24 +161,24 @@ def madvise_free(vma, start, end):
 
 
 def madvise_populate(proc, start, end, write):
-    """mm/madvise.c: madvise_populate(): fault the range in; a hole gives ENOMEM."""
+    """mm/madvise.c: madvise_populate() -> faultin_page_range(): fault the range in, VMA by
+    VMA. A hole gives ENOMEM; a VMA that get_user_pages may not touch this way (no VM_READ
+    for a read, no VM_WRITE for a write, I/O or PFN maps) gives EINVAL. Pages before the
+    failure stay populated."""
     mm = proc.mm
     addr = start
     n = 0
     while addr < end:
-        vma = mm.find_vma(addr)
-        if vma is None or vma.vm_start > addr:
+        vma = mm.vma_lookup(addr)
+        if vma is None:
             raise syscall_error(ENOMEM, "madvise", f"{addr:#x} is not mapped")
-        if vma.vm_flags & (VM_IO | VM_PFNMAP):
-            raise syscall_error(EINVAL, "madvise", "cannot populate an I/O or PFN mapping")
+        need = VM_WRITE if write else VM_READ
+        if vma.vm_flags & (VM_IO | VM_PFNMAP) or not vma.vm_flags & need:
+            raise syscall_error(EINVAL, "madvise", (
+                f"the VMA at {vma.vm_start:#x} ({vma.perms()}) cannot be populated for "
+                f"{'writing' if write else 'reading'} (mm/gup.c: check_vma_flags)"))
         stop = min(end, vma.vm_end)
-        for a in range(addr, stop, 1 << 12):
-            try:
-                memory.check_user_access(mm, a, write)
-            except Exception:
-                raise syscall_error(14, "madvise", (
-                    f"populating {a:#x} for {'write' if write else 'read'} is not allowed by "
-                    "the VMA's protection")) from None
+        for a in range(addr, stop, PAGE_SIZE):
             if not memory._hw_allows(pgtable.get_pte(mm, a), write):
                 memory.handle_mm_fault(mm, vma, a, write)
                 n += 1

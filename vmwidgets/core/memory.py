@@ -40,9 +40,7 @@ def vm_get_page_prot(vm_flags):
     return PAGE_COPY_EXEC if x else PAGE_READONLY
 
 
-def pte_present(pte):
-    """x86 pte_present(): a PROT_NONE PTE still counts as present."""
-    return bool(pte & (_PAGE_PRESENT | _PAGE_PROTNONE))
+pte_present = pgtable.pte_present
 
 
 def pte_protnone(pte):

@@ -13,7 +13,7 @@ from .flags import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_HUGETLB, 
                     MAP_NORESERVE, MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE,
                     MAP_STACK, MAP_TYPE, MAP_32BIT, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT,
                     STACK_GUARD_GAP, TASK_SIZE, ULONG_MAX, VM_ACCOUNT, VM_DATA_DEFAULT_FLAGS,
-                    VM_GROWSDOWN, VM_HUGETLB, VM_LOCKED, VM_MAY_FLAGS, VM_MAYSHARE, VM_MAYWRITE,
+                    VM_GROWSDOWN, VM_LOCKED, VM_MAY_FLAGS, VM_MAYSHARE, VM_MAYWRITE,
                     VM_NOHUGEPAGE, VM_NORESERVE, VM_SHARED, VM_WRITE, calc_vm_flag_bits,
                     calc_vm_prot_bits, offset_in_page, page_align)
 from .mm_types import VmAreaStruct
@@ -343,11 +343,3 @@ def sys_brk(proc, brk):
         outcome = f"new heap VMA {oldbrk:#x}-{newbrk:#x}"
     mm.brk = brk
     return brk, outcome
-
-
-def vm_mmap_locked_flags(vm_flags):
-    return vm_flags & VM_LOCKED
-
-
-__all__ = ["do_mmap", "sys_brk", "get_unmapped_area", "mm_populate", "vm_start_gap",
-           "accountable_mapping", "VM_HUGETLB"]

@@ -9,10 +9,10 @@ so it can merge there; a faulted one keeps its old offset.
 
 from dataclasses import dataclass
 
-from . import memory, pgtable, vma as vma_mod
-from .errors import EAGAIN, EFAULT, EINVAL, ENOMEM, syscall_error
+from . import pgtable, vma as vma_mod
+from .errors import EFAULT, EINVAL, ENOMEM, syscall_error
 from .flags import (MAP_FIXED, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE,
-                    PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, ULONG_MAX, VM_ACCOUNT, VM_DONTEXPAND,
+                    PAGE_SHIFT, TASK_SIZE, ULONG_MAX, VM_ACCOUNT, VM_DONTEXPAND,
                     VM_LOCKED, VM_LOCKONFAULT, VM_MAYSHARE, VM_PFNMAP, VM_SHARED,
                     offset_in_page, page_align)
 from .mmap import get_unmapped_area, vm_enough_memory
@@ -276,6 +276,3 @@ def remap_move(proc, vrm):
     if res is None:
         raise _fail(EFAULT, f"old address {start:#x} is not mapped")
     return res, "; ".join(outcomes)
-
-
-__all__ = ["do_mremap", "EAGAIN", "PAGE_SIZE", "memory"]

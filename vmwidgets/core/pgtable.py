@@ -6,7 +6,7 @@ table's PFN with ``_PAGE_TABLE`` bits; PTEs hold the x86 bits of a 4 KiB mapping
 P4D is folded into the PGD, as on 4-level hardware.
 """
 
-from .flags import (_PAGE_TABLE, PAGE_SHIFT, PGDIR_SHIFT, PMD_SHIFT, PTE_PFN_MASK,
+from .flags import (_PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_TABLE, PAGE_SHIFT, PGDIR_SHIFT, PMD_SHIFT, PTE_PFN_MASK,
                     PTRS_PER_TABLE, PUD_SHIFT)
 
 LEVELS = ("PGD", "PUD", "PMD", "PTE")
@@ -35,6 +35,11 @@ class PageTable:
 
 def pte_pfn(entry):
     return (entry & PTE_PFN_MASK) >> PAGE_SHIFT
+
+
+def pte_present(pte):
+    """x86 pte_present(): a PROT_NONE PTE (present bit clear, _PAGE_PROTNONE set) counts."""
+    return bool(pte & (_PAGE_PRESENT | _PAGE_PROTNONE))
 
 
 def table_index(addr, level):

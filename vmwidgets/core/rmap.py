@@ -181,5 +181,5 @@ def rmap_walk(machine, pfn):
         if address is None:
             continue
         pte = pgtable.get_pte(vma.vm_mm, address)
-        if pte and pgtable.pte_pfn(pte) == pfn and pte & 1:
+        if pgtable.pte_present(pte) and pgtable.pte_pfn(pte) == pfn:
             yield vma.vm_mm.owner, vma, address

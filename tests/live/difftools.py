@@ -1,0 +1,251 @@
+"""Run the same operations on the model and on the live kernel and compare what a user sees.
+
+A :class:`Twin` holds a model process and a live child process (``vmwidgets.live``) whose
+arena sits at the same address, so addresses, return values, errnos and the arena's
+``/proc/PID/maps`` lines can be compared literally after every operation, and page states
+through pagemap (and, as root, through which pages share a frame, kpagecount and
+kpageflags).
+"""
+
+import random
+
+import pytest
+
+import vmwidgets as vw
+from vmwidgets.live import LiveProcess, live_kernel_available, live_root_available
+
+P = vw.PAGE_SIZE
+
+
+def require_live():
+    ok, why = live_kernel_available()
+    if not ok:
+        pytest.skip(f"live kernel not usable: {why}")
+
+
+def root_available():
+    return live_root_available()[0]
+
+
+def _normalise(line):
+    # Shared anonymous memory is a shmem file whose inode number is the kernel's choice.
+    if line.endswith("/dev/zero (deleted)"):
+        head = line.split()
+        return " ".join(head[:4]) + " <shmem-ino> /dev/zero (deleted)"
+    return line
+
+
+class Mismatch(AssertionError):
+    pass
+
+
+class Twin:
+    """A model process and a live process with the same arena."""
+
+    def __init__(self, arena_pages=64, check_pages=True):
+        self.lp = LiveProcess(arena_pages=arena_pages)
+        self.m = vw.Machine()
+        self.p = self.m.spawn()
+        self.base = self.lp.arena
+        self.end = self.lp.arena_end
+        self.lo = self.lp.arena - self.lp.guard * P
+        self.hi = self.lp.arena_end + self.lp.guard * P
+        self.log = []
+        self.check_pages = check_pages
+        self.root = root_available()
+
+    def close(self):
+        self.lp.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- running one operation on both sides -------------------------------------------------
+    def syscall(self, name, *args):
+        """Run ``name(*args)`` on both; return the model's result; raise on any difference."""
+        self.log.append(f"{name}({', '.join(hex(a) if isinstance(a, int) else repr(a) for a in args)})")
+        model = _outcome(lambda: getattr(self.p, name)(*args))
+        kernel = _outcome(lambda: getattr(self.lp, name)(*args))
+        if name in ("mmap", "mremap") and "ret" in model and "ret" in kernel:
+            m_in = self.lo <= model["ret"] < self.hi
+            k_in = self.lo <= kernel["ret"] < self.hi
+            if not m_in and not k_in:
+                # Both placed it outside the arena (near their own mmap_base): equivalent.
+                # Unmap it so the rest of the trace compares like with like.
+                length = args[1] if name == "mmap" else args[2]
+                self.p.munmap(model["ret"], length)
+                self.lp.munmap(kernel["ret"], length)
+                self.log[-1] += "  [placed outside the arena; unmapped]"
+                return model
+        if model != kernel:
+            self.fail(f"{name} result differs: model {model}, kernel {kernel}")
+        return model
+
+    def access(self, addr, write):
+        """A one-byte access; the model's SIGSEGV prediction is checked in a forked probe."""
+        self.log.append(f"{'write' if write else 'read'}({addr:#x})")
+        try:
+            self.p.touch(addr, write)
+            model = "ok"
+        except vw.SegmentationFault:
+            model = "signal 11"
+        if model == "ok":
+            try:
+                self.lp.touch(addr, write)
+            except RuntimeError as exc:
+                self.fail(f"model allowed the access, the kernel killed the child: {exc}")
+        else:
+            kernel = self.lp.probe(addr, write)
+            if kernel != model:
+                self.fail(f"model says SIGSEGV, kernel says {kernel}")
+        return model
+
+    # -- comparing state ------------------------------------------------------------------------
+    def maps(self):
+        model = [_normalise(line) for line in self.p.proc_maps().splitlines()
+                 if self._in_arena(line)]
+        kernel = [_normalise(line) for line in self.lp.maps(self.lo, self.hi)]
+        return model, kernel
+
+    def _in_arena(self, line):
+        start, end = (int(x, 16) for x in line.split()[0].split("-"))
+        return start < self.hi and end > self.lo
+
+    def check(self):
+        model, kernel = self.maps()
+        if model != kernel:
+            self.fail("maps differ:\n  model:\n    " + "\n    ".join(model)
+                      + "\n  kernel:\n    " + "\n    ".join(kernel))
+        if self.check_pages:
+            self.check_page_states()
+
+    def check_page_states(self):
+        addrs = list(range(self.base, self.end, P))
+        raw = self.lp.run([{"op": "pagemap", "args": [a]} for a in addrs])
+        kernel_entries = {a: vw.PagemapEntry.from_int(r["ret"]) for a, r in zip(addrs, raw)}
+        model_entries = {a: self.p.pagemap(a) for a in addrs}
+        for a in addrs:
+            k, mdl = kernel_entries[a], model_entries[a]
+            got = (k.present, k.swapped, k.file_shared, k.exclusive)
+            want = (mdl.present, mdl.swapped, mdl.file_shared, mdl.exclusive)
+            if got != want:
+                self.fail(f"pagemap of {a:#x} (present, swapped, file/shared, exclusive): "
+                          f"model {want}, kernel {got}")
+        if not self.root:
+            return
+        present = [a for a in addrs if kernel_entries[a].present]
+        self._compare_frames(present, kernel_entries, model_entries)
+
+    def _compare_frames(self, present, kernel_entries, model_entries):
+        def groups(entries, key):
+            by = {}
+            for a in present:
+                by.setdefault(key(entries[a]), []).append(a)
+            return sorted(tuple(v) for v in by.values())
+        kg = groups(kernel_entries, lambda e: e.pfn)
+        mg = groups(model_entries, lambda e: e.pfn)
+        if kg != mg:
+            self.fail(f"pages sharing a frame differ: model {mg}, kernel {kg}")
+        for a in present:
+            kpfn, mpfn = kernel_entries[a].pfn, model_entries[a].pfn
+            kc, mc = self.lp.kpagecount(kpfn), self.m.kpagecount(mpfn)
+            kf, mf = self.lp.kpageflags(kpfn), self.m.kpageflags(mpfn)
+            mask = (1 << vw.KPF_ANON) | (1 << vw.KPF_ZERO_PAGE) | (1 << vw.KPF_MMAP)
+            if (kc, kf & mask) != (mc, mf & mask):
+                self.fail(f"frame of {a:#x}: (kpagecount, ANON|ZERO_PAGE|MMAP flags) model "
+                          f"({mc}, {mf & mask:#x}) kernel ({kc}, {kf & mask:#x})")
+
+    def fail(self, message):
+        trace = "\n    ".join(self.log[-40:])
+        raise Mismatch(f"{message}\nafter (last ops):\n    {trace}\nmodel state:\n{self.m.dump()}")
+
+
+def _outcome(fn):
+    try:
+        return {"ret": fn()}
+    except OSError as exc:
+        return {"errno": exc.errno}
+
+
+# -- seeded random traces -------------------------------------------------------------------------
+
+PROTS = [vw.PROT_NONE, vw.PROT_READ, vw.PROT_WRITE, vw.PROT_READ | vw.PROT_WRITE,
+         vw.PROT_EXEC, vw.PROT_READ | vw.PROT_EXEC, vw.PROT_READ | vw.PROT_WRITE | vw.PROT_EXEC]
+ADVICE = [vw.MADV_DONTNEED, vw.MADV_DONTNEED, vw.MADV_FREE, vw.MADV_DONTFORK, vw.MADV_DOFORK,
+          vw.MADV_WIPEONFORK, vw.MADV_KEEPONFORK, vw.MADV_DONTDUMP, vw.MADV_DODUMP,
+          vw.MADV_NORMAL, vw.MADV_RANDOM, vw.MADV_SEQUENTIAL, vw.MADV_WILLNEED, vw.MADV_COLD,
+          vw.MADV_POPULATE_READ, vw.MADV_POPULATE_WRITE, vw.MADV_NOHUGEPAGE, 7, 999]
+
+
+def random_op(rng, base, pages):
+    """One random operation over an arena of ``pages`` pages at ``base``: (name, args)."""
+    def addr(span=pages):
+        a = base + rng.randrange(span) * P
+        return a + (rng.choice([1, 0x800]) if rng.random() < 0.03 else 0)
+
+    def length(huge=True):
+        # A huge length is fine for calls that stop at the first hole (munmap, mprotect);
+        # madvise would walk on past the arena into the live child's own memory.
+        if rng.random() < 0.03:
+            return rng.choice([0, 1, P + 1] + ([1 << 63] if huge else []))
+        return rng.randint(1, 6) * P
+
+    kind = rng.choices(["mmap", "munmap", "mprotect", "madvise", "mremap", "read", "write"],
+                       [30, 12, 20, 10, 8, 10, 14])[0]
+    if kind == "mmap":
+        prot = rng.choice(PROTS)
+        flags = vw.MAP_ANONYMOUS | (vw.MAP_SHARED if rng.random() < 0.08 else vw.MAP_PRIVATE)
+        placement = rng.choices(["fixed", "noreplace", "hint"], [6, 2, 2])[0]
+        flags |= {"fixed": vw.MAP_FIXED, "noreplace": vw.MAP_FIXED_NOREPLACE, "hint": 0}[placement]
+        if rng.random() < 0.1:
+            flags |= vw.MAP_NORESERVE
+        if rng.random() < 0.1:
+            flags |= vw.MAP_POPULATE
+        if rng.random() < 0.03:
+            flags |= vw.MAP_STACK
+        if rng.random() < 0.02:
+            flags &= ~(vw.MAP_PRIVATE | vw.MAP_SHARED)
+        return "mmap", (addr(pages - 6), length(), prot, flags)
+    if kind == "munmap":
+        return "munmap", (addr(), length())
+    if kind == "mprotect":
+        prot = rng.choice(PROTS)
+        if rng.random() < 0.03:
+            prot |= rng.choice([0x10, vw.PROT_GROWSDOWN])
+        return "mprotect", (addr(), length(), prot)
+    if kind == "madvise":
+        return "madvise", (addr(), length(huge=False), rng.choice(ADVICE))
+    if kind == "mremap":
+        old = addr(pages - 6)
+        old_len = rng.randint(1, 4) * P
+        new_len = rng.randint(1, 6) * P
+        how = rng.choice(["resize", "resize", "maymove", "fixed", "fixed", "dontunmap"])
+        if how == "resize":
+            return "mremap", (old, old_len, new_len, 0, 0)
+        if how == "maymove":
+            return "mremap", (old, old_len, new_len, vw.MREMAP_MAYMOVE, 0)
+        dst = addr(pages - 6) & ~(P - 1)
+        if how == "fixed":
+            return "mremap", (old, old_len, new_len, vw.MREMAP_MAYMOVE | vw.MREMAP_FIXED, dst)
+        return "mremap", (old, old_len, old_len,
+                          vw.MREMAP_MAYMOVE | vw.MREMAP_FIXED | vw.MREMAP_DONTUNMAP, dst)
+    return kind, (base + rng.randrange(pages) * P + rng.randrange(P),)
+
+
+def run_random_trace(seed, n_ops=120, arena_pages=48, check_every=1):
+    rng = random.Random(seed)
+    with Twin(arena_pages=arena_pages) as twin:
+        for i in range(n_ops):
+            name, args = random_op(rng, twin.base, arena_pages)
+            if name in ("read", "write"):
+                twin.access(args[0], name == "write")
+            else:
+                twin.syscall(name, *args)
+            vw.validate(twin.m)
+            if i % check_every == 0:
+                twin.check()
+        twin.check()
+        return twin.log
