@@ -109,6 +109,8 @@ def read_start_brk():
 class Child:
     """State of the child and the implementation of every request."""
 
+    maps_buf = None
+
     def __init__(self, arena_base, arena_pages, guard_pages):
         self.arena = arena_base
         self.arena_end = arena_base + arena_pages * PAGE_SIZE
@@ -227,6 +229,26 @@ class Child:
         if os.WIFSIGNALED(status):
             return "signal %d" % os.WTERMSIG(status)
         return "ok"
+
+    def op_mmap_probe(self, addr, length, prot, flags):
+        """Read /proc/self/maps, then mmap at once, allocating nothing in between that
+        could take address space: returns [maps_text, address] so that the address the
+        kernel chose can be checked against the layout it chose it from."""
+        if self.maps_buf is None:
+            self.maps_buf = bytearray(4 << 20)
+        view = memoryview(self.maps_buf)
+        fd = os.open("/proc/self/maps", os.O_RDONLY)
+        n = 0
+        try:
+            while True:
+                k = os.readv(fd, [view[n:]])
+                if k == 0:
+                    break
+                n += k
+        finally:
+            os.close(fd)
+        ret = syscall(SYS_MMAP, addr, length, prot, flags, -1, 0)
+        return [bytes(view[:n]).decode(), ret]
 
     # ---- introspection ----
 

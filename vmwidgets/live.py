@@ -226,6 +226,16 @@ def live_root_available():
 # The live process
 
 
+#: include/uapi/linux/personality.h: ADDR_NO_RANDOMIZE (what ``setarch -R`` sets).
+ADDR_NO_RANDOMIZE = 0x0040000
+
+
+def _disable_aslr():
+    """In the child before exec: turn address-space randomisation off for it."""
+    import ctypes
+    ctypes.CDLL(None).personality(ADDR_NO_RANDOMIZE)
+
+
 class LiveProcess:
     """A child process whose address space the caller drives.
 
@@ -238,6 +248,9 @@ class LiveProcess:
         ``GUARD_PAGES`` pages on each side must be free in the child.
     timeout : float
         Seconds to wait for each reply before killing the child.
+    no_aslr : bool
+        Start the child with ADDR_NO_RANDOMIZE (as ``setarch -R``), so its layout is the
+        fixed one the model's ``spawn()`` imitates.
 
     Attributes
     ----------
@@ -263,7 +276,7 @@ class LiveProcess:
     """
 
     def __init__(self, arena_pages=DEFAULT_ARENA_PAGES, arena_base=DEFAULT_ARENA_BASE,
-                 timeout=DEFAULT_TIMEOUT):
+                 timeout=DEFAULT_TIMEOUT, no_aslr=False):
         if arena_base % PAGE_SIZE or arena_pages <= 0:
             raise ValueError("arena_base must be page aligned and arena_pages > 0")
         self._proc = None
@@ -276,6 +289,7 @@ class LiveProcess:
             [sys.executable, "-I", "-S", CHILD_PATH,
              hex(arena_base), str(arena_pages), str(GUARD_PAGES)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
+            preexec_fn=_disable_aslr if no_aslr else None,
         )
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._proc.stdout, selectors.EVENT_READ)
@@ -453,6 +467,12 @@ class LiveProcess:
         """Would this access fault? A forked grandchild tries it: returns ``"ok"`` or
         ``"signal 11"`` (SIGSEGV). The child itself survives either way."""
         return self._call("probe", addr, bool(write))
+
+    def mmap_probe(self, addr, length, prot, flags):
+        """mmap(addr, length, prot, flags, -1, 0) right after reading the maps it is placed
+        in: returns ``(maps_text_before, address)``; raises OSError on failure."""
+        text, ret = self._call("mmap_probe", addr, length, prot, flags)
+        return text, ret
 
     # ---- introspection ----
 
