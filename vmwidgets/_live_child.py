@@ -222,7 +222,12 @@ class Child:
         if pid == 0:
             try:
                 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-                self.op_touch(addr, write)
+                if write:
+                    # A pure store: a read first would fault in (shared) pages that the
+                    # parent shares with this grandchild, e.g. shmem page-cache pages.
+                    ctypes.memset(addr, 0, 1)
+                else:
+                    self.op_touch(addr, False)
             finally:
                 os._exit(0)
         _, status = os.waitpid(pid, 0)

@@ -231,9 +231,9 @@ def test_errno_matches_kernel(name):
             twin.check()
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(40))
 def test_random_trace_matches_kernel(seed):
     """Seeded random traces of every syscall and access; compared after every op."""
     require_live()
-    log = run_random_trace(seed, n_ops=120, arena_pages=48)
-    assert len(log) == 120
+    log = run_random_trace(seed, n_ops=200, arena_pages=48)
+    assert len(log) >= 200

@@ -71,3 +71,15 @@ def filemap_get_page(machine, file, index):
 def shmem_zero_setup(machine):
     """mm/shmem.c: shmem_zero_setup(): the hidden file behind a MAP_SHARED|MAP_ANONYMOUS VMA."""
     return File("/dev/zero (deleted)", dev=(0, 1), ino=machine.next_shmem_ino(), shmem=True)
+
+
+def shmem_release(machine, file):
+    """mm/shmem.c: shmem_evict_inode() when the last mapping of an anonymous shared
+    region goes: its page-cache pages are freed (nothing else can reach them)."""
+    if not file.shmem or file.mapping.i_mmap:
+        return 0
+    pages = list(file.mapping.i_pages.values())
+    file.mapping.i_pages.clear()
+    for page in pages:
+        machine.phys.put_page(page)
+    return len(pages)

@@ -12,7 +12,7 @@ VMA here is compared on flags, file, anon_vma and page offset only.
 
 from dataclasses import dataclass
 
-from . import memory, pgtable, rmap
+from . import filemap, memory, pgtable, rmap
 from .errors import ENOMEM, EINVAL, syscall_error
 from .flags import PAGE_SHIFT, VM_SOFTDIRTY, VM_SPECIAL, TASK_SIZE, page_align
 
@@ -315,3 +315,4 @@ def remove_vma(vma):
     rmap.unlink_anon_vmas(vma)
     if vma.vm_file is not None:
         vma.vm_file.mapping.i_mmap.discard(vma)
+        filemap.shmem_release(vma.vm_mm.machine, vma.vm_file)
