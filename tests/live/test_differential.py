@@ -119,6 +119,16 @@ SCENARIOS = {
     "shared anonymous memory": [("mmap", 0, 4, RW, SHARED), ("write", 0), ("read", 1),
                                 ("mprotect", 0, 2, R), ("mmap", 4, 2, RW, SHARED)],
     "MAP_GROWSDOWN": [("mmap", 8, 4, RW, FIXED | vw.MAP_GROWSDOWN), ("write", 9)],
+    "MAP_GROWSDOWN grows on an access below it": [
+        ("mmap", 8, 4, RW, FIXED | vw.MAP_GROWSDOWN), ("write", 6), ("read", 3)],
+    "MADV_HUGEPAGE / NOHUGEPAGE split and merge": [
+        ("mmap", 0, 8, RW, FIXED), ("madvise", 2, 2, vw.MADV_HUGEPAGE),
+        ("madvise", 2, 4, vw.MADV_NOHUGEPAGE), ("madvise", 0, 8, vw.MADV_NOHUGEPAGE)],
+    "MADV_MERGEABLE sets a hidden flag": [
+        ("mmap", 0, 8, RW, FIXED), ("madvise", 0, 4, vw.MADV_MERGEABLE),
+        ("mmap", 8, 2, RW, FIXED), ("madvise", 0, 4, vw.MADV_UNMERGEABLE)],
+    "MADV_DONTDUMP on a shared mapping": [("mmap", 0, 4, RW, SHARED),
+                                          ("madvise", 1, 2, vw.MADV_DONTDUMP)],
 }
 
 
@@ -228,6 +238,21 @@ def test_errno_matches_kernel(name):
         for op in ERRNO_CASES[name]:
             twin.syscall(*[_raw(twin, op)[0]] + _raw(twin, op)[1])
             vw.validate(twin.m)
+            twin.check()
+
+
+def test_hint_inside_stack_guard_gap_is_not_honoured():
+    """A hint within 1 MiB (stack_guard_gap) below a MAP_GROWSDOWN VMA is refused: both the
+    model and the kernel place the mapping elsewhere (near their own mmap_base)."""
+    require_live()
+    with Twin(arena_pages=1024) as twin:
+        stack = twin.base + 600 * P
+        twin.syscall("mmap", stack, 4 * P, RW, FIXED | vw.MAP_GROWSDOWN)
+        twin.check()
+        for hint_page, honoured in ((600 - 200, False), (600 - 256 - 4, True)):
+            hint = twin.base + hint_page * P
+            got = twin.syscall("mmap", hint, 4 * P, RW, ANON)
+            assert (got.get("ret") == hint) == honoured, (hint_page, got)
             twin.check()
 
 
