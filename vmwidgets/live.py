@@ -37,103 +37,23 @@ import ctypes
 import json
 import os
 import selectors
-import signal
 import subprocess
 import sys
 
 # ---------------------------------------------------------------------------
 # Constants (x86-64 Linux)
 
-PAGE_SIZE = 4096
-
-# System call numbers, arch/x86/entry/syscalls/syscall_64.tbl.
-SYS_MMAP = 9
-SYS_MPROTECT = 10
-SYS_MUNMAP = 11
-SYS_BRK = 12
-SYS_MREMAP = 25
-SYS_MADVISE = 28
-
-# Protections.
-PROT_NONE = 0x0
-PROT_READ = 0x1
-PROT_WRITE = 0x2
-PROT_EXEC = 0x4
-
-# mmap flags.
-MAP_SHARED = 0x01
-MAP_PRIVATE = 0x02
-MAP_FIXED = 0x10
-MAP_ANONYMOUS = 0x20
-MAP_GROWSDOWN = 0x0100
-MAP_NORESERVE = 0x4000
-MAP_POPULATE = 0x8000
-MAP_FIXED_NOREPLACE = 0x100000
-
-# mremap flags.
-MREMAP_MAYMOVE = 1
-MREMAP_FIXED = 2
-MREMAP_DONTUNMAP = 4
-
-# madvise advices.
-MADV_NORMAL = 0
-MADV_RANDOM = 1
-MADV_SEQUENTIAL = 2
-MADV_WILLNEED = 3
-MADV_DONTNEED = 4
-MADV_FREE = 8
-MADV_REMOVE = 9
-MADV_DONTFORK = 10
-MADV_DOFORK = 11
-MADV_MERGEABLE = 12
-MADV_UNMERGEABLE = 13
-MADV_HUGEPAGE = 14
-MADV_NOHUGEPAGE = 15
-MADV_DONTDUMP = 16
-MADV_DODUMP = 17
-MADV_WIPEONFORK = 18
-MADV_KEEPONFORK = 19
-MADV_COLD = 20
-MADV_PAGEOUT = 21
-MADV_POPULATE_READ = 22
-MADV_POPULATE_WRITE = 23
-
-# /proc/<pid>/pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst).
-PM_PRESENT = 1 << 63
-PM_SWAPPED = 1 << 62
-PM_FILE = 1 << 61  # file page or shared anonymous page
-PM_EXCLUSIVE = 1 << 56  # page exclusively mapped
-PM_SOFT_DIRTY = 1 << 55
-PM_PFN_MASK = (1 << 55) - 1  # bits 0-54; zero without CAP_SYS_ADMIN
-
-# /proc/kpageflags bits (include/uapi/linux/kernel-page-flags.h).
-KPF_LOCKED = 0
-KPF_ERROR = 1
-KPF_REFERENCED = 2
-KPF_UPTODATE = 3
-KPF_DIRTY = 4
-KPF_LRU = 5
-KPF_ACTIVE = 6
-KPF_SLAB = 7
-KPF_WRITEBACK = 8
-KPF_RECLAIM = 9
-KPF_BUDDY = 10
-KPF_MMAP = 11
-KPF_ANON = 12
-KPF_SWAPCACHE = 13
-KPF_SWAPBACKED = 14
-KPF_COMPOUND_HEAD = 15
-KPF_COMPOUND_TAIL = 16
-KPF_HUGE = 17
-KPF_UNEVICTABLE = 18
-KPF_HWPOISON = 19
-KPF_NOPAGE = 20
-KPF_KSM = 21
-KPF_THP = 22
-KPF_OFFLINE = 23
-KPF_ZERO_PAGE = 24
-KPF_IDLE = 25
-KPF_PGTABLE = 26
+# The Linux constants are the model's own (one place for each value); the child program
+# keeps its own copy because it must run without vmwidgets installed.
+from .core.flags import (  # noqa: F401 (re-exported for callers and tests)
+    KPF_ANON, KPF_BUDDY, KPF_DIRTY, KPF_LRU, KPF_MMAP, KPF_PGTABLE, KPF_SWAPBACKED,
+    KPF_ZERO_PAGE, MADV_DONTNEED, MADV_FREE, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE,
+    MAP_GROWSDOWN, MAP_NORESERVE, MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MREMAP_DONTUNMAP,
+    MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE, PM_FILE, PM_PRESENT, PM_SOFT_DIRTY, PROT_EXEC,
+    PROT_NONE, PROT_READ, PROT_WRITE)
+from .core.flags import PM_MMAP_EXCLUSIVE as PM_EXCLUSIVE  # noqa: F401
+from .core.flags import PM_PFRAME_MASK as PM_PFN_MASK  # noqa: F401
+from .core.flags import PM_SWAP as PM_SWAPPED  # noqa: F401
 
 # Arena defaults.
 DEFAULT_ARENA_BASE = 0x100000000000  # 16 TiB
