@@ -54,6 +54,16 @@ class ValidationError(AssertionError):
     """An invariant of the model does not hold; the message carries a readable state dump."""
 
 
+class BusError(Exception):
+    """SIGBUS: the page exists in a VMA but has no backing, e.g. past the end of a file."""
+
+    def __init__(self, addr, access, reason):
+        self.addr = addr
+        self.access = access
+        self.reason = reason
+        super().__init__(f"SIGBUS on {access} at {addr:#x}: {reason}")
+
+
 class OutOfMemory(Exception):
     """Physical memory is exhausted and nothing can be reclaimed."""
 
@@ -65,6 +75,7 @@ EFAULT = _errno.EFAULT
 EACCES = _errno.EACCES
 EPERM = _errno.EPERM
 EBADF = _errno.EBADF
+ENOENT = _errno.ENOENT
 EAGAIN = _errno.EAGAIN
 EOVERFLOW = _errno.EOVERFLOW
 ENODEV = _errno.ENODEV

@@ -42,9 +42,19 @@ class File:
         return len(self.data)
 
     def read_page(self, index):
-        """The bytes of page ``index`` (zeroes past the end of the file)."""
+        """The bytes of page ``index`` on disk (zeroes past the end of the file)."""
         chunk = bytes(self.data[index * PAGE_SIZE:(index + 1) * PAGE_SIZE])
         return chunk + bytes(PAGE_SIZE - len(chunk))
+
+    def contents(self):
+        """What a read(2) of the whole file returns now: the page cache wins over the disk
+        copy, so writes through MAP_SHARED mappings are visible."""
+        out = bytearray(self.data)
+        for index, page in self.mapping.i_pages.items():
+            lo = index * PAGE_SIZE
+            if lo < len(out):
+                out[lo:lo + PAGE_SIZE] = page.read(0, min(PAGE_SIZE, len(out) - lo))
+        return bytes(out)
 
     def __repr__(self):
         return f"File({self.path!r}, ino={self.ino})"

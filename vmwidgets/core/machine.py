@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from . import madvise as madvise_mod, memory, mmap as mmap_mod, mprotect as mprotect_mod
 from . import mremap as mremap_mod, pgtable, vma as vma_mod
-from .errors import OutOfMemory, SegmentationFault
+from .errors import EBADF, ENOENT, OutOfMemory, SegmentationFault, syscall_error
 from .filemap import File
 from .flags import (DEFAULT_MAX_MAP_COUNT, DEFAULT_MMAP_MIN_ADDR, PAGE_MASK, PAGE_SHIFT,
                     PAGE_SIZE, STACK_GUARD_GAP, STACK_TOP, TASK_SIZE, ULONG_MAX, VM_ACCOUNT,
@@ -42,6 +42,8 @@ RLIMIT_STACK = 8 << 20
 INITIAL_STACK_BYTES = 0x21000
 #: glibc's first sbrk() (128 KiB + a page of padding): the heap a started process has.
 INITIAL_HEAP_BYTES = 0x21000
+
+_O_CREAT = 0o100
 
 _SYSCTL_DEFAULTS = {
     "vm.max_map_count": DEFAULT_MAX_MAP_COUNT,
@@ -122,6 +124,7 @@ class Machine:
         self._shmem_inos = itertools.count(1)
         self._ids = {}
         self.binary = File("/usr/bin/demo", _demo_binary(), ino=260131)
+        self.files = {self.binary.path: self.binary}
 
     def next_shmem_ino(self):
         return next(self._shmem_inos)
@@ -141,6 +144,24 @@ class Machine:
         self.processes.append(proc)
         self._record(proc, "spawn", (), proc.pid, ["exec-time layout"])
         return proc
+
+    def create_file(self, path, data=b""):
+        """Create (or replace) a file in the machine's small in-memory filesystem."""
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ValueError(f"path must be an absolute path string, got {path!r}")
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
+        if path in self.files and self.files[path].mapping.i_mmap:
+            raise ValueError(f"{path} is mapped by a process; it cannot be replaced")
+        self.files[path] = File(path, bytes(data), ino=self.new_id("ino") + 1000)
+        return self.files[path]
+
+    def read_file(self, path):
+        """The current contents of a file, including writes made through shared mappings."""
+        try:
+            return self.files[path].contents()
+        except KeyError:
+            raise FileNotFoundError(2, f"No such file: {path}") from None
 
     def kpagecount(self, pfn):
         """/proc/kpagecount for one frame."""
@@ -213,6 +234,7 @@ class Process:
         self.mm.rss = {"anon": 0, "file": 0}
         self.files = {}
         self.file_modes = {}
+        self.alive = True
 
     def _syscall(self, call, args, fn):
         try:
@@ -329,8 +351,65 @@ class Process:
         _check_int(addr, "addr")
         return pagemap_entry(self.mm, addr, show_pfn)
 
+    # -- files ------------------------------------------------------------------------------------
+    def open(self, path, flags=0):
+        """open(2) on the machine's filesystem: ``O_RDONLY``, ``O_WRONLY`` or ``O_RDWR``
+        (``os.O_*`` values; ``O_CREAT`` creates an empty file). Returns the fd."""
+        if not isinstance(path, str):
+            raise TypeError(f"path must be a str, not {type(path).__name__}")
+        _check_int(flags, "flags")
+        file = self.machine.files.get(path)
+        if file is None:
+            if not flags & _O_CREAT:
+                raise syscall_error(ENOENT, "open", f"{path} does not exist")
+            file = self.machine.create_file(path)
+        fd = 3
+        while fd in self.files:
+            fd += 1
+        self.files[fd] = file
+        self.file_modes[fd] = {0: "r", 1: "w", 2: "rw"}.get(flags & 3, "r")
+        self.machine._record(self, "open", (path, flags), fd, [f"fd {fd} -> {path}"])
+        return fd
+
+    def close(self, fd):
+        """close(2). A mapping made from the fd stays valid."""
+        _check_int(fd, "fd")
+        if fd not in self.files:
+            raise syscall_error(EBADF, "close", f"fd {fd} is not open")
+        del self.files[fd], self.file_modes[fd]
+        self.machine._record(self, "close", (fd,), 0, [])
+        return 0
+
+    # -- fork and exit ------------------------------------------------------------------------------
+    def fork(self):
+        """fork(2): a child process with a copy-on-write copy of this address space."""
+        self._check_alive()
+        from . import fork as fork_mod
+        child = Process(self.machine, next(self.machine._pids), self.root)
+        child.files = dict(self.files)
+        child.file_modes = dict(self.file_modes)
+        outcome = fork_mod.dup_mmap(child, self)
+        self.machine.processes.append(child)
+        self.machine._record(self, "fork", (), child.pid, outcome)
+        return child
+
+    def exit(self):
+        """exit(2): unmap everything; frames go back when no other process uses them."""
+        self._check_alive()
+        from . import fork as fork_mod
+        outcome = fork_mod.exit_mmap(self)
+        self.machine.processes.remove(self)
+        self.alive = False
+        self.files.clear()
+        self.machine._record(self, "exit", (), 0, [outcome])
+
+    def _check_alive(self):
+        if not self.alive:
+            raise ProcessLookupError(f"process {self.pid} has exited")
+
     def __repr__(self):
-        return f"Process(pid={self.pid}, vmas={self.mm.map_count})"
+        state = "" if self.alive else ", exited"
+        return f"Process(pid={self.pid}, vmas={self.mm.map_count}{state})"
 
 
 def _fd(fd):

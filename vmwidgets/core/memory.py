@@ -8,7 +8,7 @@ Simplification: no THP, no fault-around for file pages, no NUMA hinting faults.
 """
 
 from . import filemap, pgtable, rmap
-from .errors import SegmentationFault
+from .errors import BusError, SegmentationFault
 from .flags import (_PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_NX, _PAGE_PRESENT, _PAGE_PROTNONE,
                     _PAGE_RW, _PAGE_SPECIAL, _PAGE_USER, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE,
                     PTE_PFN_MASK, SEGV_ACCERR, SEGV_MAPERR, STACK_GUARD_GAP, VM_ACCESS_FLAGS,
@@ -113,6 +113,12 @@ def check_user_access(mm, addr, write):
     if not vma.vm_flags & VM_ACCESS_FLAGS:
         raise SegmentationFault(addr, SEGV_ACCERR, access, (
             f"the VMA {vma.vm_start:#x}-{vma.vm_end:#x} is PROT_NONE"))
+    f = vma.vm_file
+    if f is not None and not f.shmem and vma.vm_start <= addr:
+        index = vma.linear_page_index(addr & PAGE_MASK)
+        if index * PAGE_SIZE >= f.size and not pgtable.get_pte(mm, addr & PAGE_MASK):
+            raise BusError(addr, access, (
+                f"page {index} of {f.path} is past the end of the file ({f.size} bytes)"))
     return vma
 
 
@@ -200,27 +206,46 @@ def do_fault(vma, address, write):
 
 
 def do_wp_page(vma, address, pte):
-    """mm/memory.c: do_wp_page(): a write to a present, write-protected PTE."""
+    """mm/memory.c: do_wp_page(): a write to a present, write-protected PTE.
+
+    Shared mappings make the page writable (wp_page_shared). A private anonymous page is
+    reused when it is PageAnonExclusive or when we hold its only reference
+    (wp_can_reuse_anon_folio); otherwise, and for the zero page and file pages, COW copies.
+    """
     mm = vma.vm_mm
-    if vma.vm_flags & (VM_SHARED | VM_MAYSHARE) and vma.vm_flags & VM_SHARED:
-        # wp_page_shared(): the page-cache page becomes writable and dirty.
-        page = vm_normal_page(mm, pte)
+    page = vm_normal_page(mm, pte)
+    if vma.vm_flags & (VM_SHARED | VM_MAYSHARE):
         page.dirty = True
         pgtable.set_pte_at(mm, address, pte | _PAGE_RW | _PAGE_DIRTY | _PAGE_ACCESSED)
         return "shared page made writable"
-    page = vm_normal_page(mm, pte)
     if page is not None and page.kind == "anon":
-        if page.anon_exclusive or wp_can_reuse_anon_folio(page):
+        if page.anon_exclusive:
+            reason = "reused: the page is exclusive to this process"
+        elif wp_can_reuse_anon_folio(page, vma):
+            reason = "reused: no other process holds the page any more"
+        else:
+            reason = None
+        if reason:
             page.anon_exclusive = True
-            page.mapping = vma.anon_vma  # folio_move_anon_rmap()
             pgtable.set_pte_at(mm, address, pte | _PAGE_RW | _PAGE_DIRTY | _PAGE_ACCESSED)
-            return "reused (page is exclusive)"
+            return reason
     return wp_page_copy(vma, address, pte, page)
 
 
-def wp_can_reuse_anon_folio(page):
-    """mm/memory.c: wp_can_reuse_anon_folio(): reuse a page only we hold a reference to."""
-    return page.refcount == 1
+def wp_can_reuse_anon_folio(page, vma):
+    """mm/memory.c: wp_can_reuse_anon_folio(): reuse when ours is the only reference (a page
+    in the swap cache gives its slot up first); folio_move_anon_rmap() then points the page
+    at this VMA's anon_vma so later rmap walks skip the other processes."""
+    swapcache = 1 if page.swap is not None else 0
+    if page.refcount > 1 + swapcache:
+        return False
+    if swapcache:
+        from . import swap
+        swap.folio_free_swap(vma.vm_mm.machine, page)
+    if page.refcount != 1:
+        return False
+    page.mapping = vma.anon_vma
+    return True
 
 
 def wp_page_copy(vma, address, pte, old):

@@ -20,7 +20,7 @@ class Page:
     """
 
     __slots__ = ("pfn", "refcount", "mapcount", "kind", "mapping", "index", "data",
-                 "anon_exclusive", "dirty", "referenced", "table")
+                 "anon_exclusive", "dirty", "referenced", "table", "swap", "lru")
 
     def __init__(self, pfn):
         self.pfn = pfn
@@ -34,6 +34,8 @@ class Page:
         self.dirty = False
         self.referenced = False
         self.table = None
+        self.swap = None         # swap slot while the page is in the swap cache
+        self.lru = 0             # LRU age stamp: smaller is older
 
     def read(self, offset, size):
         if self.data is None:

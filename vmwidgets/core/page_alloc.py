@@ -67,6 +67,8 @@ class PhysicalMemory:
         page.dirty = False
         page.referenced = False
         page.table = None
+        page.swap = None
+        page.lru = 0
         self.free_list.append(page.pfn)
 
     def put_page(self, page):

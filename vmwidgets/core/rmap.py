@@ -104,6 +104,29 @@ def anon_vma_clone(dst, src):
         dst.anon_vma.num_active_vmas += 1
 
 
+def anon_vma_fork(vma, pvma):
+    """mm/rmap.c: anon_vma_fork(): attach a child's VMA to the parent VMA's anon_vmas (so
+    rmap finds the shared pages in the child too), then give it an anon_vma of its own for
+    the pages it will COW, unless an idle one of the family can be reused (6.x:
+    ``num_children < 2 && num_active_vmas == 0``). Returns True when one was reused."""
+    if pvma.anon_vma is None:
+        return False
+    vma.anon_vma = None
+    anon_vma_clone(vma, pvma)
+    if vma.anon_vma is not None:
+        return True
+    machine = vma.vm_mm.machine
+    anon_vma = anon_vma_alloc(machine)
+    anon_vma.num_active_vmas += 1
+    anon_vma.root = pvma.anon_vma.root
+    anon_vma.parent = pvma.anon_vma
+    anon_vma.root.refcount += 1          # get_anon_vma(root): the root outlives its children
+    vma.anon_vma = anon_vma
+    anon_vma_chain_link(vma, anon_vma)
+    anon_vma.parent.num_children += 1
+    return False
+
+
 def unlink_anon_vmas(vma):
     """mm/rmap.c: unlink_anon_vmas(): take a dying VMA off every anon_vma; free the empty ones."""
     machine = vma.vm_mm.machine
