@@ -17,6 +17,35 @@ Reply   : ``{"ret": VALUE}`` on success,
 The first line written by the child, before any request, is a ``hello``
 reply describing the child (pid, arena, initial break, ...).
 
+Several processes: fork and exit
+--------------------------------
+``{"op": "fork", "args": [TIMEOUT]}`` makes the child create two FIFOs in a
+private temporary directory (``req`` and ``rep``) and call ``os.fork()``.  The
+new process (the *forked* process) lets go of the channel it inherited (fds 0
+and 1 become ``/dev/null``; an inherited FIFO channel is closed), reopens
+``/proc/self/pagemap`` (the inherited descriptor would show its parent's
+pages), opens ``req`` for reading and then ``rep`` for writing (the same order
+as the parent side, so the blocking opens cannot deadlock; ``alarm(TIMEOUT)``
+kills it if nobody connects), writes a hello ``{"ret": {"pid": PID}}`` on
+``rep`` and serves requests from ``req`` with the same loop.  The forking
+process replies ``{"ret": {"pid": PID, "req": PATH, "rep": PATH}}`` on its own
+channel.  Neither process touches the arena between the fork and the next
+request, so that request sees the pure post-fork state.
+
+``{"op": "exit"}`` replies ``{"ret": 0}`` and then calls ``os._exit(0)``.
+``fork`` and ``exit`` cannot be part of a ``run`` batch.
+
+Reaping: a process that forked reaps its exited children with
+``waitpid(-1, WNOHANG)`` before each request and keeps their statuses, which
+``{"op": "wait_child", "args": [PID]}`` returns (it waits for PID if PID has not
+exited yet; ``null`` if PID is not its child).  ``SIGCHLD`` is not ignored
+(``SIG_IGN`` would make the kernel reap every child itself, and ``probe``'s
+``waitpid`` would then fail), and no ``SIGCHLD`` handler is installed (it would
+interrupt system calls issued through ctypes with EINTR).  The first child is a
+child subreaper (``PR_SET_CHILD_SUBREAPER``): when a process that forked dies,
+its children are reparented to the first child rather than to init, so they
+can still be reaped by a request.
+
 The child must stay small: stdlib only, nothing from ``vmwidgets``, and
 no heavy imports, so that it starts quickly.  The parent starts it with
 ``MALLOC_MMAP_THRESHOLD_=0`` in the environment so that glibc malloc never
@@ -47,6 +76,9 @@ MAP_PRIVATE = 0x02
 MAP_ANONYMOUS = 0x20
 MAP_NORESERVE = 0x4000
 MAP_FIXED_NOREPLACE = 0x100000
+
+# include/uapi/linux/prctl.h
+PR_SET_CHILD_SUBREAPER = 36
 
 # Field number (1-based, as in proc(5)) of start_brk in /proc/self/stat.
 STAT_FIELD_START_BRK = 47
@@ -106,10 +138,52 @@ def read_start_brk():
     return int(rest[STAT_FIELD_START_BRK - 3])
 
 
+class Channel:
+    """One request channel: JSON lines read from ``rfd``, replies written to ``wfd``."""
+
+    def __init__(self, rfd, wfd):
+        self.rfd = rfd
+        self.wfd = wfd
+        self.buf = b""
+
+    def readline(self):
+        """Return the next request line (bytes, without the newline); None at EOF."""
+        while b"\n" not in self.buf:
+            chunk = os.read(self.rfd, 1 << 16)
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
+
+    def send(self, obj):
+        """Write one reply line, all of it."""
+        data = memoryview((json.dumps(obj, separators=(",", ":")) + "\n").encode())
+        while data:
+            data = data[os.write(self.wfd, data):]
+
+    def detach(self):
+        """In a newly forked process: let go of the channel inherited from the parent,
+        so that the parent's requests never reach it and its replies do not keep the
+        parent's channel open.  Standard descriptors become /dev/null."""
+        null = None
+        for fd in (self.rfd, self.wfd):
+            if fd <= 2:
+                if null is None:
+                    null = os.open(os.devnull, os.O_RDWR)
+                os.dup2(null, fd)
+            else:
+                os.close(fd)
+        if null is not None:
+            os.close(null)
+        self.buf = b""
+
+
 class Child:
     """State of the child and the implementation of every request."""
 
     maps_buf = None
+    channel = None
 
     def __init__(self, arena_base, arena_pages, guard_pages):
         self.arena = arena_base
@@ -118,6 +192,7 @@ class Child:
         self.initial_brk = syscall(SYS_BRK, 0)
         self.start_brk = read_start_brk()
         self.pagemap_fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+        self.reaped = {}  # pid -> wait status of exited children not yet asked for
         self.check_arena()
 
     def check_arena(self):
@@ -284,6 +359,116 @@ class Child:
         os.close(fd)
         return 0
 
+    # ---- several processes ----
+
+    def fork(self, timeout):
+        """Fork a process that serves requests on two new FIFOs (see the module doc).
+
+        Returns, in the forking process, ``{"pid", "req", "rep"}``; never returns in
+        the forked process.
+        """
+        import tempfile  # only processes that fork pay for the import
+        directory = tempfile.mkdtemp(prefix="vmwidgets-live-")
+        req = os.path.join(directory, "req")
+        rep = os.path.join(directory, "rep")
+        try:
+            os.mkfifo(req, 0o600)
+            os.mkfifo(rep, 0o600)
+            pid = os.fork()
+        except BaseException:
+            for path in (req, rep):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            os.rmdir(directory)
+            raise
+        if pid == 0:
+            status = 1
+            try:
+                self.serve_forked(req, rep, timeout)
+                status = 0
+            except BaseException as e:
+                try:
+                    sys.stderr.write("vmwidgets live child %d: %s: %s\n"
+                                     % (os.getpid(), type(e).__name__, e))
+                    sys.stderr.flush()
+                except BaseException:
+                    pass
+            finally:
+                os._exit(status)
+        return {"pid": pid, "req": req, "rep": rep}
+
+    def serve_forked(self, req, rep, timeout):
+        """The forked process: connect to the FIFOs, then serve requests until EOF."""
+        # Die (SIGALRM, default action) if the parent side never opens its ends.
+        signal.alarm(max(1, int(-(-timeout // 1))) if timeout else 0)
+        self.reaped = {}
+        self.channel.detach()
+        self.channel = None
+        # The inherited descriptor was opened by the parent: it shows the parent's pages.
+        os.close(self.pagemap_fd)
+        self.pagemap_fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+        rfd = os.open(req, os.O_RDONLY)  # blocks until the parent side opens req
+        wfd = os.open(rep, os.O_WRONLY)  # then rep: same order on both sides
+        signal.alarm(0)
+        channel = Channel(rfd, wfd)
+        channel.send({"ret": {"pid": os.getpid()}})
+        self.serve(channel)
+
+    def reap_children(self):
+        """Reap every exited child (forked processes, and orphans adopted as subreaper);
+        keep their wait statuses for wait_child.  Called between requests only, so it
+        never takes the short-lived process of ``probe``."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.reaped[pid] = status
+
+    def op_wait_child(self, pid):
+        """The wait status of child ``pid`` (waiting for it to exit); None if it is not
+        a child of this process."""
+        if pid in self.reaped:
+            return self.reaped.pop(pid)
+        try:
+            return os.waitpid(pid, 0)[1]
+        except ChildProcessError:
+            return None
+
+    # ---- the request loop ----
+
+    def serve(self, channel):
+        """Serve requests from ``channel`` until EOF."""
+        self.channel = channel
+        while True:
+            line = channel.readline()
+            if line is None:
+                return
+            self.reap_children()
+            try:
+                request = json.loads(line)
+                op, args = request.get("op"), request.get("args", [])
+            except Exception as e:
+                channel.send({"error": "bad request %r: %s" % (line[:200], e)})
+                continue
+            if op == "exit":
+                channel.send({"ret": 0})
+                os._exit(0)
+            if op == "fork":
+                try:
+                    reply = {"ret": self.fork(*args)}
+                except OSError as e:
+                    reply = {"errno": e.errno}
+                except Exception as e:
+                    reply = {"error": "%s: %s" % (type(e).__name__, e)}
+                channel.send(reply)
+                continue
+            channel.send(self.dispatch(request))
+
     # ---- batches ----
 
     def op_run(self, ops):
@@ -291,6 +476,8 @@ class Child:
 
     def dispatch(self, request):
         """Execute one request and return the reply dictionary."""
+        if isinstance(request, dict) and request.get("op") in ("fork", "exit"):
+            return {"error": "%s cannot be part of a run batch" % request["op"]}
         try:
             method = getattr(self, "op_" + request["op"])
         except (KeyError, TypeError, AttributeError):
@@ -305,25 +492,23 @@ class Child:
             return {"error": "%s: %s" % (type(e).__name__, e)}
 
 
-def reply(obj):
-    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
-
-
 def main():
     # Ctrl-C goes to the whole process group: let the parent handle it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A caller bug that faults should not leave core files behind.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     arena_base, arena_pages, guard_pages = (int(a, 0) for a in sys.argv[1:4])
+    channel = Channel(0, 1)
     try:
         child = Child(arena_base, arena_pages, guard_pages)
     except Exception as e:
-        reply({"error": "%s: %s" % (type(e).__name__, e)})
+        channel.send({"error": "%s: %s" % (type(e).__name__, e)})
         return 1
-    reply({"ret": child.hello()})
-    for line in sys.stdin:
-        reply(child.dispatch(json.loads(line)))
+    # Orphans of processes forked from this one come back here to be reaped.
+    libc.prctl(PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1), ctypes.c_ulong(0),
+               ctypes.c_ulong(0), ctypes.c_ulong(0))
+    channel.send({"ret": child.hello()})
+    child.serve(channel)
     return 0
 
 

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 from .core import pgtable
 from .core.flags import (KPF_ANON, KPF_BUDDY, KPF_DIRTY, KPF_LRU, KPF_MMAP, KPF_PGTABLE,
-                         KPF_RESERVED, KPF_SWAPBACKED, KPF_UPTODATE, KPF_ZERO_PAGE,
+                         KPF_RESERVED, KPF_SWAPBACKED, KPF_SWAPCACHE, KPF_UPTODATE, KPF_ZERO_PAGE,
                          PAGE_SHIFT, PM_FILE, PM_MMAP_EXCLUSIVE, PM_PFRAME_MASK, PM_PRESENT,
-                         PM_SOFT_DIRTY, PM_SWAP, VM_GROWSDOWN)
+                         PM_SOFT_DIRTY, PM_SWAP)
 from .core.memory import pte_present, vm_normal_page
+from .core.swap import MAX_SWAPFILES_SHIFT, swp_offset
 
 #: fs/proc/task_mmu.c: the name column starts after 25 + 6 * sizeof(void *) - 1 characters.
 _NAME_COLUMN = 25 + 6 * 8 - 1
@@ -89,8 +90,12 @@ def pagemap_entry(mm, addr, show_pfn=True):
     Soft-dirty is always clear: our kernels are built without CONFIG_MEM_SOFT_DIRTY.
     """
     pte = pgtable.get_pte(mm, addr)
-    if not pte or not pte_present(pte):
+    if not pte:
         return PagemapEntry(False, False, False, False, False, 0)
+    if not pte_present(pte):
+        # A swap entry: type 0, offset in the PFN field's upper bits (MAX_SWAPFILES_SHIFT).
+        frame = swp_offset(pte) << MAX_SWAPFILES_SHIFT if show_pfn else 0
+        return PagemapEntry(False, True, False, False, False, frame)
     page = vm_normal_page(mm, pte)
     pfn = pgtable.pte_pfn(pte) if show_pfn else 0
     file_shared = page is not None and page.kind != "anon"
@@ -114,7 +119,8 @@ def kpageflags(machine, pfn):
         "zero": [KPF_ZERO_PAGE, KPF_RESERVED],
         "kernel": [KPF_RESERVED],
         "pgtable": [KPF_PGTABLE],
-        "anon": [KPF_ANON, KPF_SWAPBACKED, KPF_UPTODATE, KPF_LRU],
+        "anon": [KPF_ANON, KPF_SWAPBACKED, KPF_UPTODATE, KPF_LRU]
+        + ([KPF_SWAPCACHE] if page.swap is not None else []),
         "file": [KPF_UPTODATE, KPF_LRU],
     }[page.kind]
     if page.kind in ("anon", "file"):
@@ -125,7 +131,3 @@ def kpageflags(machine, pfn):
         if page.kind == "file" and page.mapping.host.shmem:
             bits.append(KPF_SWAPBACKED)
     return sum(1 << b for b in bits)
-
-
-def is_stack(vma):
-    return bool(vma.vm_flags & VM_GROWSDOWN)

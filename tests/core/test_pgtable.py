@@ -148,11 +148,18 @@ def test_stack_grows_down_on_access_below_it():
     vw.validate(m)
 
 
-def test_out_of_memory_is_an_oserror_not_a_traceback_from_deep_inside():
+def test_out_of_memory_kills_the_largest_process_not_the_model():
+    # 64 frames of RAM, no swap: the write faults until reclaim finds nothing to free, then
+    # the OOM killer picks the process with the largest badness: here the writer itself.
     m = vw.Machine(ram="256K")
+    small = m.spawn()
     p = m.spawn()
     a = p.mmap(0, 128 * P, RW, vw.MAP_PRIVATE | vw.MAP_ANONYMOUS | vw.MAP_NORESERVE)
-    with pytest.raises(OSError) as exc:
+    with pytest.raises(vw.ProcessKilled) as exc:
         p.write(a, bytes(128 * P))
-    assert exc.value.errno == 12
+    assert exc.value.pid == p.pid and "Out of memory" in exc.value.reason
+    assert m.processes == [small] and not p.alive
+    assert m.events[-1].call == "kill"
+    with pytest.raises(ProcessLookupError):
+        p.read(a, 1)
     vw.validate(m)

@@ -64,6 +64,15 @@ class BusError(Exception):
         super().__init__(f"SIGBUS on {access} at {addr:#x}: {reason}")
 
 
+class ProcessKilled(Exception):
+    """The process was killed (SIGKILL) while the call ran, e.g. by the OOM killer."""
+
+    def __init__(self, pid, reason):
+        self.pid = pid
+        self.reason = reason
+        super().__init__(f"process {pid} was killed: {reason}")
+
+
 class OutOfMemory(Exception):
     """Physical memory is exhausted and nothing can be reclaimed."""
 

@@ -67,7 +67,7 @@ def filemap_get_page(machine, file, index):
     """
     page = file.mapping.i_pages.get(index)
     if page is None:
-        page = machine.phys.alloc_page("file")
+        page = machine.alloc_page("file")
         page.mapping = file.mapping
         page.index = index
         if not file.shmem:

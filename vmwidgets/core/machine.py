@@ -21,17 +21,21 @@ b'hi'
 """
 
 import itertools
+from collections import Counter
 from dataclasses import dataclass, field
 
 from . import madvise as madvise_mod, memory, mmap as mmap_mod, mprotect as mprotect_mod
 from . import mremap as mremap_mod, pgtable, vma as vma_mod
-from .errors import EBADF, ENOENT, OutOfMemory, SegmentationFault, syscall_error
+from .errors import (EBADF, ENOENT, OutOfMemory, ProcessKilled, SegmentationFault,
+                     syscall_error)
 from .filemap import File
 from .flags import (DEFAULT_MAX_MAP_COUNT, DEFAULT_MMAP_MIN_ADDR, PAGE_MASK, PAGE_SHIFT,
                     PAGE_SIZE, STACK_GUARD_GAP, STACK_TOP, TASK_SIZE, ULONG_MAX, VM_ACCOUNT,
                     VM_DONTEXPAND, VM_EXEC, VM_IO, VM_MAYEXEC, VM_MAYREAD,
                     VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_STACK_FLAGS, VM_WRITE, VM_DONTDUMP)
 from .mm_types import MmStruct, VmAreaStruct, VmOps
+from . import swap as swap_mod
+from .swap import SwapArea
 
 #: arch/x86/include/asm/elf.h: ELF_ET_DYN_BASE, where a PIE binary loads without ASLR.
 ELF_ET_DYN_BASE = 0x555555554000
@@ -116,6 +120,10 @@ class Machine:
         ram = _parse_size(ram, "ram")
         self.phys = PhysicalMemory(ram >> PAGE_SHIFT)
         self.swap_pages = _parse_size(swap, "swap") >> PAGE_SHIFT
+        self.swap = SwapArea(self.swap_pages + 1)
+        self.lru_clock = 0
+        self.stats = Counter()
+        self.current = None
         self.sysctl = Sysctl()
         self.processes = []
         self.anon_vmas = {}
@@ -125,6 +133,33 @@ class Machine:
         self._ids = {}
         self.binary = File("/usr/bin/demo", _demo_binary(), ino=260131)
         self.files = {self.binary.path: self.binary}
+
+    def alloc_page(self, kind):
+        """A frame for the kernel. When RAM is full: direct reclaim, then the OOM killer
+        (mm/page_alloc.c: __alloc_pages_slowpath). If the OOM killer picks the process
+        whose fault is being served, that process dies with SIGKILL (ProcessKilled)."""
+        while True:
+            try:
+                page = self.phys.alloc_page(kind)
+                break
+            except OutOfMemory:
+                if swap_mod.reclaim(self, 32):
+                    continue
+                victim = swap_mod.out_of_memory(self)
+                if victim is self.current:
+                    raise ProcessKilled(victim.pid, victim.kill_reason) from None
+        if kind in ("anon", "file"):
+            swap_mod.lru_add(self, page)
+        return page
+
+    def reclaim(self, nr_pages):
+        """Free up to ``nr_pages`` frames as kswapd would (LRU order, rmap walk,
+        try_to_unmap, swap-out). Returns the number of frames freed."""
+        _check_int(nr_pages, "nr_pages")
+        freed = swap_mod.reclaim(self, nr_pages)
+        self.events.append(Event(len(self.events), 0, "reclaim", (nr_pages,), freed, 0,
+                                 [f"{freed} page(s) reclaimed"]))
+        return freed
 
     def next_shmem_ino(self):
         return next(self._shmem_inos)
@@ -231,12 +266,15 @@ class Process:
         self.mm = MmStruct(machine)
         self.mm.owner = self
         self.mm.pgd = pgtable.pgd_alloc(machine)
-        self.mm.rss = {"anon": 0, "file": 0}
+        self.mm.rss = {"anon": 0, "file": 0, "swap": 0}
+        self.kill_reason = None
         self.files = {}
         self.file_modes = {}
         self.alive = True
 
     def _syscall(self, call, args, fn):
+        self._check_alive()
+        self.machine.current = self
         try:
             result, outcome = fn()
         except OSError as exc:
@@ -321,6 +359,8 @@ class Process:
             self.read(addr, 1)
 
     def _access(self, addr, size, write, fn):
+        self._check_alive()
+        self.machine.current = self
         if addr < 0 or addr + size > TASK_SIZE:
             from .flags import SEGV_MAPERR
             raise SegmentationFault(addr, SEGV_MAPERR, "write" if write else "read",
@@ -396,16 +436,26 @@ class Process:
     def exit(self):
         """exit(2): unmap everything; frames go back when no other process uses them."""
         self._check_alive()
+        self._teardown("exit", "exited")
+
+    def kill(self, reason):
+        """SIGKILL (the OOM killer uses this): the process exits at once."""
+        self._check_alive()
+        self.kill_reason = reason
+        self._teardown("kill", reason)
+
+    def _teardown(self, call, why):
         from . import fork as fork_mod
         outcome = fork_mod.exit_mmap(self)
         self.machine.processes.remove(self)
         self.alive = False
         self.files.clear()
-        self.machine._record(self, "exit", (), 0, [outcome])
+        self.machine._record(self, call, (), 0, [why, outcome])
 
     def _check_alive(self):
         if not self.alive:
-            raise ProcessLookupError(f"process {self.pid} has exited")
+            raise ProcessLookupError(f"process {self.pid} has exited"
+                                     + (f" ({self.kill_reason})" if self.kill_reason else ""))
 
     def __repr__(self):
         state = "" if self.alive else ", exited"

@@ -151,6 +151,8 @@ def madvise_free(vma, start, end):
     mm = vma.vm_mm
     n = 0
     for addr, table, index, pte in list(pgtable.iter_ptes(mm, start, end)):
+        if not memory.pte_present(pte):
+            continue
         page = memory.vm_normal_page(mm, pte)
         if page is None or page.kind != "anon" or page.mapcount != 1:
             continue

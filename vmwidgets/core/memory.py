@@ -135,6 +135,13 @@ def handle_mm_fault(mm, vma, address, write):
     if vma.vm_start > address:
         expand_downwards(vma, address)
     pte = pgtable.get_pte(mm, address)
+    if pte and not pte_present(pte):
+        from . import swap
+        result = swap.do_swap_page(vma, address, pte, write)
+        pte = pgtable.get_pte(mm, address)
+        if write and not pte & _PAGE_RW:
+            result += "; then " + do_wp_page(vma, address, pte)
+        return result
     if not pte:
         if vma.vm_file is None and vma.vm_ops is None:
             return do_anonymous_page(vma, address, write)
@@ -157,7 +164,7 @@ def do_anonymous_page(vma, address, write):
         pgtable.set_pte_at(mm, address, mk_pte(phys.zero_page, prot) | _PAGE_SPECIAL)
         return "zero page"
     rmap.anon_vma_prepare(vma)
-    page = phys.alloc_page("anon")
+    page = mm.machine.alloc_page("anon")
     entry = mk_pte(page, prot) | _PAGE_DIRTY
     if vma.vm_flags & VM_WRITE:
         entry |= _PAGE_RW
@@ -186,9 +193,14 @@ def do_fault(vma, address, write):
     page = filemap.filemap_get_page(machine, vma.vm_file, index)
     prot = vm_get_page_prot(vma.vm_flags)
     if write and not vma.vm_flags & VM_SHARED:
-        # do_cow_fault(): copy the file page into a new anonymous page.
+        # do_cow_fault(): copy the file page into a new anonymous page. The reference we
+        # hold keeps reclaim from dropping the file page while the new one is allocated.
         rmap.anon_vma_prepare(vma)
-        new = machine.phys.alloc_page("anon")
+        page.refcount += 1
+        try:
+            new = machine.alloc_page("anon")
+        finally:
+            page.refcount -= 1
         new.write(0, page.read(0, PAGE_SIZE))
         rmap.folio_add_new_anon_rmap(new, vma, address)
         mm.rss["anon"] += 1
@@ -254,7 +266,13 @@ def wp_page_copy(vma, address, pte, old):
     mm = vma.vm_mm
     phys = mm.machine.phys
     rmap.anon_vma_prepare(vma)
-    new = phys.alloc_page("anon")
+    if old is not None:
+        old.refcount += 1            # held across the allocation, as the kernel does
+    try:
+        new = mm.machine.alloc_page("anon")
+    finally:
+        if old is not None:
+            old.refcount -= 1
     if old is not None:
         new.write(0, old.read(0, PAGE_SIZE))
     rmap.folio_add_new_anon_rmap(new, vma, address)
@@ -288,6 +306,11 @@ def zap_vma_range(vma, start, end):
     for addr, table, index, pte in list(pgtable.iter_ptes(mm, start, end)):
         del table.entries[index]
         cleared += 1
+        if not pte_present(pte):
+            from . import swap
+            swap.free_swap_and_cache(mm.machine, pte)
+            mm.rss["swap"] -= 1
+            continue
         page = vm_normal_page(mm, pte)
         if page is None:
             continue

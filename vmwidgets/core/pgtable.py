@@ -47,7 +47,7 @@ def table_index(addr, level):
 
 
 def _alloc_table(machine, level, base):
-    page = machine.phys.alloc_page("pgtable")
+    page = machine.alloc_page("pgtable")
     table = PageTable(level, page, base)
     page.table = table
     return table

@@ -7,7 +7,7 @@ the state, so a failing test or a student's bug report shows what went wrong.
 
 from collections import Counter
 
-from . import pgtable, rmap
+from . import pgtable, rmap, swap
 from .errors import ValidationError
 from .flags import PAGE_SIZE, TASK_SIZE, VM_WRITE, _PAGE_RW, _PAGE_SPECIAL
 
@@ -78,6 +78,7 @@ def validate_pages(machine, problems):
     phys = machine.phys
     mapcount = Counter()
     table_refs = Counter()
+    swap_refs = Counter()
     for proc in machine.processes:
         mm = proc.mm
         for table in pgtable.iter_tables(mm):
@@ -92,6 +93,13 @@ def validate_pages(machine, problems):
                 continue
             if pte & _PAGE_RW and not vma.vm_flags & VM_WRITE:
                 problems.append(f"{where}: writable PTE in a VMA without VM_WRITE")
+            if not pgtable.pte_present(pte):
+                slot = machine.swap.slots.get(swap.swp_offset(pte))
+                if slot is None:
+                    problems.append(f"{where}: swap entry for a free slot {swap.swp_offset(pte)}")
+                else:
+                    swap_refs[slot.offset] += 1
+                continue
             pfn = pgtable.pte_pfn(pte)
             page = phys.pages[pfn]
             if pte & _PAGE_SPECIAL:
@@ -113,7 +121,12 @@ def validate_pages(machine, problems):
             if page.mapcount != mapcount[pfn]:
                 problems.append(f"frame {pfn:#x}: mapcount {page.mapcount} but "
                                 f"{mapcount[pfn]} PTE(s) map it")
-            expected_ref = mapcount[pfn] + (1 if page.kind == "file" else 0)
+            expected_ref = mapcount[pfn] + (1 if page.kind == "file" or page.swap else 0)
+            if page.swap is not None and page.swap.cache is not page:
+                problems.append(f"frame {pfn:#x}: in the swap cache of a slot that does not "
+                                "point back to it")
+            if page.kind == "file" and page.mapping.i_pages.get(page.index) is not page:
+                problems.append(f"frame {pfn:#x}: file page missing from its page cache")
             if page.refcount != expected_ref:
                 problems.append(f"frame {pfn:#x}: refcount {page.refcount}, expected {expected_ref}")
             if page.kind == "anon" and page.mapcount:
@@ -126,6 +139,14 @@ def validate_pages(machine, problems):
                                 f"mapping(s), {mapcount[pfn]} PTE(s) map it")
         elif page.kind == "free" and mapcount[pfn]:
             problems.append(f"free frame {pfn:#x} is still mapped")
+    for offset, slot in machine.swap.slots.items():
+        if slot.count != swap_refs[offset]:
+            problems.append(f"swap slot {offset}: count {slot.count} but {swap_refs[offset]} "
+                            "swap PTE(s) refer to it")
+        if slot.count == 0 and slot.cache is None:
+            problems.append(f"swap slot {offset} is in use but nothing refers to it")
+    if len(machine.swap.slots) + machine.swap.nr_free != machine.swap.nr_slots - 1:
+        problems.append("swap slots: in use + free != size")
     in_use = sum(1 for p in phys.pages.values() if p.kind not in ("free", "kernel", "zero"))
     reserved = sum(1 for p in phys.pages.values() if p.kind in ("kernel", "zero"))
     if in_use + phys.nr_free + reserved != phys.nr_pages:
