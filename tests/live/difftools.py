@@ -42,9 +42,9 @@ class Mismatch(AssertionError):
 class Twin:
     """A model process and a live process with the same arena."""
 
-    def __init__(self, arena_pages=64, check_pages=True):
+    def __init__(self, arena_pages=64, check_pages=True, swap=0):
         self.lp = LiveProcess(arena_pages=arena_pages)
-        self.m = vw.Machine()
+        self.m = vw.Machine(swap=swap)
         self.p = self.m.spawn()
         self.base = self.lp.arena
         self.end = self.lp.arena_end

@@ -10,7 +10,7 @@ MADV_REMOVE and MADV_COLLAPSE are not modelled and say so.
 
 from . import memory, pgtable, vma as vma_mod
 from .errors import EINVAL, ENOMEM, syscall_error
-from .flags import (_PAGE_DIRTY, MADV_COLD, MADV_COLLAPSE, MADV_DODUMP, MADV_DOFORK,
+from .flags import (_PAGE_ACCESSED, _PAGE_DIRTY, MADV_COLD, MADV_COLLAPSE, MADV_DODUMP, MADV_DOFORK,
                     MADV_DONTDUMP, MADV_DONTFORK, MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE,
                     MADV_GUARD_INSTALL, MADV_GUARD_REMOVE, MADV_HUGEPAGE, MADV_KEEPONFORK,
                     MADV_MERGEABLE, MADV_NOHUGEPAGE, MADV_NORMAL, MADV_PAGEOUT,
@@ -100,8 +100,12 @@ def madvise_vma_behavior(mm, vma, prev, start, end, behavior):
             return vma, f"{rng}: {madvise_free(vma, start, end)} page(s) marked lazily freeable"
         n = memory.zap_vma_range(vma, start, end)
         return vma, f"{rng}: {n} PTE(s) zapped"
-    if behavior in (MADV_WILLNEED, MADV_COLD, MADV_PAGEOUT):
-        return vma, f"{rng}: advice noted (no effect in this model)"
+    if behavior in (MADV_COLD, MADV_PAGEOUT):
+        if vma.vm_flags & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB):
+            raise fail(f"cannot page out the locked or special VMA at {vma.vm_start:#x}")
+        return vma, f"{rng}: {madvise_cold_or_pageout(vma, start, end, behavior == MADV_PAGEOUT)}"
+    if behavior == MADV_WILLNEED:
+        return vma, f"{rng}: advice noted (no readahead in this model)"
     new_flags = vma.vm_flags
     if behavior == MADV_NORMAL:
         new_flags &= ~(VM_RAND_READ | VM_SEQ_READ)
@@ -160,6 +164,30 @@ def madvise_free(vma, start, end):
         page.dirty = False
         n += 1
     return n
+
+
+def madvise_cold_or_pageout(vma, start, end, pageout):
+    """mm/madvise.c: madvise_cold_or_pageout_pte_range(): pages mapped only here are aged
+    (COLD: moved to the cold end of the LRU) or reclaimed at once (PAGEOUT, ignoring their
+    accessed bits). Anonymous pages need swap to go; without it they stay."""
+    from . import swap
+    mm = vma.vm_mm
+    machine = mm.machine
+    pages = []
+    for addr, table, index, pte in list(pgtable.iter_ptes(mm, start, end)):
+        if not memory.pte_present(pte):
+            continue
+        page = memory.vm_normal_page(mm, pte)
+        if page is None or page.mapcount != 1 or page.kind not in ("anon", "file"):
+            continue
+        table.entries[index] = pte & ~_PAGE_ACCESSED
+        pages.append(page)
+    if not pageout:
+        for page in pages:
+            page.lru = min(page.lru, 1)
+        return f"{len(pages)} page(s) moved to the cold end of the LRU"
+    freed = sum(1 for page in pages if swap.shrink_page(machine, page))
+    return f"{freed} of {len(pages)} page(s) paged out"
 
 
 def madvise_populate(proc, start, end, write):
