@@ -206,3 +206,52 @@ def rmap_walk(machine, pfn):
         pte = pgtable.get_pte(vma.vm_mm, address)
         if pgtable.pte_present(pte) and pgtable.pte_pfn(pte) == pfn:
             yield vma.vm_mm.owner, vma, address
+
+
+def anon_vma_tree_text(machine, addr=None):
+    """The anon_vma trees of the machine as an ASCII picture, one line per anon_vma and AVC.
+
+    Each anon_vma shows its counters; below it, the VMAs chained to it and its child
+    anon_vmas. ``*`` marks the VMA whose own anon_vma it is (where its new pages go).
+    With ``addr``, only the trees holding a VMA that contains that address are drawn::
+
+        anon_vma 1 (root) children=2 active=1
+        |-- pid 1 VMA 0x7ffff7ff3000 *
+        |-- pid 2 VMA 0x7ffff7ff3000
+        `-- anon_vma 2 children=0 active=1
+            `-- pid 2 VMA 0x7ffff7ff3000 *
+    """
+    live = sorted(machine.anon_vmas.values(), key=lambda av: av.id)
+    if addr is not None:
+        roots = {av.root.id for av in live
+                 if any(avc.vma.vm_start <= addr < avc.vma.vm_end for avc in av.rb_root)}
+        live = [av for av in live if av.root.id in roots]
+    kids = {}
+    for av in live:
+        if av.parent is not av:
+            kids.setdefault(av.parent.id, []).append(av)
+    lines = []
+
+    def show(av, prefix, last, top):
+        head = "" if top else prefix + ("`-- " if last else "|-- ")
+        role = " (root)" if av.root is av else ""
+        lines.append(f"{head}anon_vma {av.id}{role} children={av.num_children} "
+                     f"active={av.num_active_vmas}")
+        inner = prefix + ("" if top else ("    " if last else "|   "))
+        entries = [("avc", avc) for avc in sorted(
+            av.rb_root, key=lambda a: (a.vma.vm_mm.owner.pid, a.vma.vm_start))]
+        entries += [("child", child) for child in kids.get(av.id, [])]
+        for i, (kind, item) in enumerate(entries):
+            end = i == len(entries) - 1
+            if kind == "avc":
+                vma = item.vma
+                mark = " *" if vma.anon_vma is av else ""
+                lines.append(f"{inner}{'`-- ' if end else '|-- '}pid {vma.vm_mm.owner.pid} "
+                             f"VMA {vma.vm_start:#x}{mark}")
+            else:
+                show(item, inner, end, False)
+
+    for av in live:
+        if av.parent is av or av.parent not in live:
+            show(av, "", True, True)
+    return "\n".join(lines)
