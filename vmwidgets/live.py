@@ -34,11 +34,16 @@ need root (CAP_SYS_ADMIN): see :func:`live_root_available`.
 """
 
 import ctypes
+import errno
 import json
 import os
+import select
 import selectors
+import signal
 import subprocess
 import sys
+import time
+import weakref
 
 # ---------------------------------------------------------------------------
 # Constants (x86-64 Linux)
@@ -47,8 +52,8 @@ import sys
 # keeps its own copy because it must run without vmwidgets installed.
 from .core.flags import (  # noqa: F401 (re-exported for callers and tests)
     KPF_ANON, KPF_BUDDY, KPF_DIRTY, KPF_LRU, KPF_MMAP, KPF_PGTABLE, KPF_SWAPBACKED,
-    KPF_ZERO_PAGE, MADV_DONTNEED, MADV_FREE, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE,
-    MAP_GROWSDOWN, MAP_NORESERVE, MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MREMAP_DONTUNMAP,
+    KPF_ZERO_PAGE, MADV_DONTFORK, MADV_DONTNEED, MADV_FREE, MADV_WIPEONFORK, MAP_ANONYMOUS,
+    MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_GROWSDOWN, MAP_NORESERVE, MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MREMAP_DONTUNMAP,
     MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE, PM_FILE, PM_PRESENT, PM_SOFT_DIRTY, PROT_EXEC,
     PROT_NONE, PROT_READ, PROT_WRITE)
 from .core.flags import PM_MMAP_EXCLUSIVE as PM_EXCLUSIVE  # noqa: F401
@@ -180,6 +185,11 @@ class LiveProcess:
         Size in bytes of the guard on each side of the arena.
     pid : int
         Process id of the child.
+    parent : LiveProcess or None
+        For a process made by :meth:`fork`, the handle of the process that forked it.
+    exit_status : int or None
+        Once the process is reaped: its wait status for a forked process
+        (``os.waitstatus_to_exitcode`` decodes it), ``Popen.returncode`` for the first.
     initial_brk : int
         ``brk(0)`` at child start.
     start_brk : int
@@ -193,16 +203,21 @@ class LiveProcess:
     ``RuntimeError("live child died with signal N during OP")`` and every
     later call raises ``RuntimeError`` too.  Use as a context manager or
     call :meth:`close`.
+
+    Several processes: :meth:`fork` returns a handle on a new process (a real fork(2) of
+    this one) that serves requests on its own pair of FIFOs, so that parent and child are
+    driven independently; :meth:`exit` ends a process.  Every wait has the timeout: a
+    forked process that dies gives the same RuntimeError as the first one.  Forked
+    processes are reaped by the process that forked them (or by the first process, a
+    child subreaper, once that one is gone), through a request, when their handle is
+    closed or exits.
     """
 
     def __init__(self, arena_pages=DEFAULT_ARENA_PAGES, arena_base=DEFAULT_ARENA_BASE,
                  timeout=DEFAULT_TIMEOUT, no_aslr=False):
+        self._init_handle(timeout)
         if arena_base % PAGE_SIZE or arena_pages <= 0:
             raise ValueError("arena_base must be page aligned and arena_pages > 0")
-        self._proc = None
-        self._dead = None  # reason the child is gone, once it is
-        self._buf = b""
-        self.timeout = timeout
         env = dict(os.environ)
         env["MALLOC_MMAP_THRESHOLD_"] = "0"  # keep malloc off the brk heap
         self._proc = subprocess.Popen(
@@ -211,8 +226,9 @@ class LiveProcess:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
             preexec_fn=_disable_aslr if no_aslr else None,
         )
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self._proc.stdout, selectors.EVENT_READ)
+        self._first = True
+        self._family = weakref.WeakSet()
+        self._attach(self._proc.stdout.fileno(), self._proc.stdin.fileno())
         hello = self._receive("startup")
         if "ret" not in hello:
             self.close()
@@ -225,6 +241,101 @@ class LiveProcess:
         self.initial_brk = info["initial_brk"]
         self.start_brk = info["start_brk"]
 
+    def _init_handle(self, timeout):
+        """Set every attribute that close() and __del__ rely on."""
+        self._first = False  # True for the process LiveProcess() started
+        self._proc = None  # the Popen of the first child until it is reaped
+        self._pidfd = None  # pidfd of a forked process (to signal it safely)
+        self._rfd = self._wfd = None  # reply channel (read), request channel (write)
+        self._rsel = self._wsel = None
+        self._closed = False
+        self._busy = False  # inside _request (so __del__ of another handle keeps off)
+        self._dead = None  # reason the child is gone, once it is
+        self._buf = b""
+        self._reaped = False  # a forked process's wait status has been collected
+        self.exit_status = None  # its wait status (os.waitstatus_to_exitcode), if known
+        self.timeout = timeout
+        self.parent = None
+        self._root = self
+        self._family = None
+        self._depth = 0
+
+    def _attach(self, rfd, wfd):
+        """Wire the handle to a reply descriptor and a request descriptor."""
+        self._rfd = rfd
+        self._wfd = wfd
+        os.set_blocking(wfd, False)  # writes wait in a selector, with the timeout
+        self._rsel = selectors.DefaultSelector()
+        self._rsel.register(rfd, selectors.EVENT_READ)
+        if self._pidfd is not None:
+            # Readable once the process has exited: catches a death even when some other
+            # process still holds the write end of the reply FIFO.
+            self._rsel.register(self._pidfd, selectors.EVENT_READ)
+        self._wsel = selectors.DefaultSelector()
+        self._wsel.register(wfd, selectors.EVENT_WRITE)
+
+    @classmethod
+    def _from_fifos(cls, parent, info):
+        """The handle of a process just forked by ``parent``'s process.
+
+        ``info`` is the fork reply: ``{"pid", "req", "rep"}``.  Opens ``req`` for writing,
+        then ``rep`` for reading (the forked process opens them in the same order, so
+        neither side can block the other for good), waits for the forked process's hello
+        and removes the FIFOs and their directory.
+        """
+        self = cls.__new__(cls)
+        self._init_handle(parent.timeout)
+        self.parent = parent
+        self._root = parent._root
+        self._depth = parent._depth + 1
+        self.pid = info["pid"]
+        for name in ("arena", "arena_end", "guard", "initial_brk", "start_brk"):
+            setattr(self, name, getattr(parent, name))
+        try:
+            try:
+                self._pidfd = os.pidfd_open(self.pid)
+            except (AttributeError, OSError):  # Python or kernel without pidfds
+                self._pidfd = None
+            deadline = None if self.timeout is None else time.monotonic() + self.timeout
+            wfd = None
+            while wfd is None:
+                try:
+                    # O_NONBLOCK: fails with ENXIO (instead of blocking) until the forked
+                    # process has opened req for reading.
+                    wfd = os.open(info["req"], os.O_WRONLY | os.O_NONBLOCK)
+                except OSError as e:
+                    if e.errno != errno.ENXIO:
+                        raise
+                    if deadline is not None and time.monotonic() > deadline:
+                        self._dead = ("live child %d did not open its request FIFO within %gs"
+                                      % (self.pid, self.timeout))
+                        raise RuntimeError(self._dead) from None
+                    if self._exited(0.001):
+                        self._dead = "live child %d died before connecting" % self.pid
+                        raise RuntimeError(self._dead) from None
+            # A non-blocking open for reading never waits; the forked process opens the
+            # write end right after req.
+            rfd = os.open(info["rep"], os.O_RDONLY | os.O_NONBLOCK)
+            self._attach(rfd, wfd)
+            hello = self._receive("fork (connecting to the new process)")
+            if hello.get("ret", {}).get("pid") != self.pid:
+                raise RuntimeError("live child %d: unexpected hello %r" % (self.pid, hello))
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            for path in (info["req"], info["rep"]):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            try:
+                os.rmdir(os.path.dirname(info["req"]))
+            except OSError:
+                pass
+        self._root._family.add(self)
+        return self
+
     # ---- plumbing ----
 
     def __enter__(self):
@@ -236,63 +347,185 @@ class LiveProcess:
 
     def __del__(self):
         try:
-            self.close()
+            self._close(reap=None)
         except Exception:
             pass
 
     def close(self):
-        """Kill the child and reap it.  Safe to call more than once."""
-        proc = self._proc
-        if proc is None:
+        """Kill the process and reap it.  Safe to call more than once.
+
+        Closing the first process (the one ``LiveProcess()`` started) first closes every
+        process forked from it, directly or not.  Closing a forked process kills only that
+        process: its own children live on (reparented to the first process, a child
+        subreaper) and their handles keep working.
+        """
+        self._close(reap=True)
+
+    def _close(self, reap):
+        """close(); ``reap=None`` (from __del__): reap only if no request is under way."""
+        if self._closed:
             return
-        self._proc = None
+        if self._family is not None:  # first, while this process can still reap them
+            for handle in sorted(self._family, key=lambda h: -h._depth):
+                handle._close(reap)
+        self._closed = True
         if self._dead is None:
             self._dead = "closed"
-        try:
-            self._selector.close()
-        except Exception:
-            pass
-        try:
-            proc.stdin.close()
-        except Exception:
-            pass
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stdout.close()
+        self._release(reap)
+
+    def _release(self, reap):
+        """Kill the process if it still runs, reap it, release the channel.  Idempotent."""
+        for sel in (self._rsel, self._wsel):
+            if sel is not None:
+                try:
+                    sel.close()
+                except Exception:
+                    pass
+        self._rsel = self._wsel = None
+        if self._first:
+            proc, self._proc = self._proc, None
+            self._rfd = self._wfd = None  # they belong to proc's pipe objects
+            if proc is not None:
+                try:
+                    proc.stdin.close()
+                except Exception:
+                    pass
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+                proc.stdout.close()
+                if self.exit_status is None:
+                    self.exit_status = proc.returncode
+            return
+        # A forked process: closing its FIFOs makes it leave its loop; kill it anyway.
+        for fd in (self._wfd, self._rfd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._wfd = self._rfd = None
+        self._kill()
+        if reap or (reap is None and not self._reaper_busy()):
+            self._reap()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
 
     @property
     def alive(self):
-        """True while the child can take requests."""
-        return self._proc is not None and self._dead is None
+        """True while the process can take requests."""
+        return not self._closed and self._dead is None
+
+    def _kill(self):
+        """SIGKILL the process (not yet reaped: its pid cannot belong to another one)."""
+        if self._first:
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.kill()
+            return
+        if self._reaped:
+            return
+        try:
+            if self._pidfd is not None:
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            else:
+                os.kill(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, AttributeError):
+            pass
+
+    def _exited(self, timeout):
+        """Wait up to ``timeout`` seconds for a forked process to exit (needs a pidfd)."""
+        if self._pidfd is None:
+            time.sleep(timeout)
+            return False
+        return bool(select.select([self._pidfd], [], [], timeout)[0])
+
+    def _reapers(self):
+        """Who may be the parent of this forked process: the process that forked it, or,
+        once that one is gone, the first process (a child subreaper)."""
+        for handle in (self.parent, self._root):
+            if handle is not None and handle is not self and handle.alive:
+                yield handle
+
+    def _reaper_busy(self):
+        return any(handle._busy for handle in (self.parent, self._root) if handle is not None)
+
+    def _reap(self):
+        """Collect the wait status of this (exiting or killed) forked process through its
+        parent, so that it does not linger as a zombie; return it, or None if unknown."""
+        if self._first or self._reaped:
+            return self.exit_status
+        for handle in self._reapers():
+            try:
+                status = handle._call("wait_child", self.pid)
+            except RuntimeError:
+                continue
+            if status is not None:
+                self._reaped = True
+                self.exit_status = status
+                return status
+        return None
 
     def _died(self, what):
-        """The child closed its stdout: reap it and raise RuntimeError."""
-        try:
-            code = self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            code = self._proc.wait()
-        if code < 0:
+        """The child closed its reply channel: reap it and raise RuntimeError."""
+        if self._first:
+            try:
+                code = self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                code = self._proc.wait()
+            self.exit_status = code
+        else:
+            self._kill()  # in case it only closed its channel
+            status = self._reap()
+            code = None if status is None else os.waitstatus_to_exitcode(status)
+        if code is None:
+            self._dead = "live child %d is gone (status unknown) during %s" % (self.pid, what)
+        elif code < 0:
             self._dead = "live child died with signal %d during %s" % (-code, what)
         else:
             self._dead = "live child exited with status %d during %s" % (code, what)
         raise RuntimeError(self._dead)
 
+    def _timed_out(self, what):
+        self._kill()
+        self._dead = "live child timed out after %gs during %s" % (self.timeout, what)
+        raise RuntimeError(self._dead)
+
+    def _read_chunk(self, what):
+        """Wait for the reply channel and read from it: bytes, or b"" at EOF."""
+        while True:
+            if not self._rsel.select(self.timeout):
+                self._timed_out(what)
+            try:
+                return os.read(self._rfd, 1 << 16)
+            except BlockingIOError:
+                # Only the pidfd is ready: the process exited, though another process
+                # (one it forked) still holds the write end of its reply FIFO.
+                if self._exited(0):
+                    return b""
+
     def _receive(self, what):
         """Read one JSON line from the child, detecting EOF and timeouts."""
-        fd = self._proc.stdout.fileno()
         while b"\n" not in self._buf:
-            if not self._selector.select(self.timeout):
-                self._proc.kill()
-                self._dead = "live child timed out after %gs during %s" % (self.timeout, what)
-                raise RuntimeError(self._dead)
-            chunk = os.read(fd, 1 << 16)
+            chunk = self._read_chunk(what)
             if not chunk:
                 self._died(what)
             self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
         return json.loads(line)
+
+    def _send(self, message, what):
+        """Write one request, waiting (with the timeout) while the channel is full."""
+        view = memoryview(message)
+        while view:
+            try:
+                view = view[os.write(self._wfd, view):]
+            except BlockingIOError:
+                if not self._wsel.select(self.timeout):
+                    self._timed_out(what)
+            except BrokenPipeError:
+                self._died(what)
 
     def _request(self, op, *args, what=None):
         """Send one request and return the raw reply dictionary."""
@@ -300,12 +533,12 @@ class LiveProcess:
         if self._dead is not None:
             raise RuntimeError("live child is gone (%s); cannot do %s" % (self._dead, what))
         message = json.dumps({"op": op, "args": list(args)}).encode() + b"\n"
+        self._busy = True
         try:
-            self._proc.stdin.write(message)
-            self._proc.stdin.flush()
-        except BrokenPipeError:
-            self._died(what)
-        reply = self._receive(what)
+            self._send(message, what)
+            reply = self._receive(what)
+        finally:
+            self._busy = False
         if "error" in reply:
             raise RuntimeError("live child rejected %s: %s" % (what, reply["error"]))
         return reply
@@ -317,6 +550,43 @@ class LiveProcess:
             err = reply["errno"]
             raise OSError(err, os.strerror(err))
         return reply["ret"]
+
+    # ---- several processes ----
+
+    def fork(self):
+        """fork(2) the process; return a :class:`LiveProcess` driving the new one.
+
+        The new process has the same ``arena``, ``arena_end``, ``guard``,
+        ``initial_brk`` and ``start_brk``; ``pid`` is its own and ``parent`` is this
+        handle.  It serves requests on two FIFOs; neither process touches the arena
+        between the fork and the next request, so that request sees the pure post-fork
+        state (shared, write-protected pages and so on).  Forked processes can fork
+        again.  Raises OSError if fork(2) fails.
+        """
+        return LiveProcess._from_fifos(self, self._call("fork", self.timeout))
+
+    def exit(self):
+        """The process calls ``_exit(0)``; its handle is closed and it is reaped.
+
+        Returns once the process has released its address space (its reply channel is
+        closed after its memory is torn down, in do_exit()), so page counts seen
+        afterwards no longer include its mappings.  Its children live on: those of a
+        forked process are reparented to the first process; those of the first process
+        to init (or the nearest subreaper), and closing them then cannot reap them.
+        """
+        self._request("exit")
+        while self._read_chunk("exit"):  # until EOF: the process has released its memory
+            pass
+        self._dead = "exited"
+        if self._first:
+            try:
+                self._proc.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                pass  # _release kills it
+            self._release(reap=True)  # forked processes stay: close() closes them
+        else:
+            self._reap()
+            self._close(reap=True)
 
     # ---- system calls ----
 
@@ -417,6 +687,19 @@ class LiveProcess:
         (bits 0-54) is zero unless the child has CAP_SYS_ADMIN.
         """
         return self._call("pagemap", addr)
+
+    def pagemaps(self, addrs):
+        """The pagemap entries of the pages holding each of ``addrs``, in one round trip.
+
+        Returns a list of int, as :meth:`pagemap` would one by one.
+        """
+        replies = self.run([{"op": "pagemap", "args": [addr]} for addr in addrs])
+        out = []
+        for reply in replies:
+            if "errno" in reply:
+                raise OSError(reply["errno"], os.strerror(reply["errno"]))
+            out.append(reply["ret"])
+        return out
 
     @staticmethod
     def _kpage(path, pfn):

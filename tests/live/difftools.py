@@ -7,6 +7,7 @@ through pagemap (and, as root, through which pages share a frame, kpagecount and
 kpageflags).
 """
 
+import os
 import random
 
 import pytest
@@ -15,6 +16,7 @@ import vmwidgets as vw
 from vmwidgets.live import LiveProcess, live_kernel_available, live_root_available
 
 P = vw.PAGE_SIZE
+WRITE_BYTE = b"\x5a"
 
 
 def require_live():
@@ -53,9 +55,26 @@ class Twin:
         self.log = []
         self.check_pages = check_pages
         self.root = root_available()
+        self.fds = {}
 
     def close(self):
         self.lp.close()
+
+    def open(self, path, flags):
+        """Open a real file in the live child and the same file in the model; the model's
+        file takes the real one's contents, device and inode, so maps lines match."""
+        st = os.stat(path)
+        with open(path, "rb") as f:
+            data = f.read()
+            # Reading it filled the page cache; empty it again (the model starts empty).
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        mfile = self.m.create_file(path, data)
+        mfile.dev = (os.major(st.st_dev), os.minor(st.st_dev))
+        mfile.ino = st.st_ino
+        self.m.read_ahead_kb = read_ahead_kb(st.st_dev)
+        mfd = self.p.open(path, flags)
+        self.fds[mfd] = self.lp.open(path, flags)
+        return mfd
 
     def __enter__(self):
         return self
@@ -68,6 +87,8 @@ class Twin:
         """Run ``name(*args)`` on both; return the model's result; raise on any difference."""
         self.log.append(f"{name}({', '.join(hex(a) if isinstance(a, int) else repr(a) for a in args)})")
         model = _outcome(lambda: getattr(self.p, name)(*args))
+        if name == "mmap" and len(args) > 4:
+            args = args[:4] + (self.fds.get(args[4], args[4]),) + args[5:]
         kernel = _outcome(lambda: getattr(self.lp, name)(*args))
         if name in ("mmap", "mremap") and "ret" in model and "ret" in kernel:
             m_in = self.lo <= model["ret"] < self.hi
@@ -87,14 +108,24 @@ class Twin:
     def access(self, addr, write):
         """A one-byte access; the model's SIGSEGV prediction is checked in a forked probe."""
         self.log.append(f"{'write' if write else 'read'}({addr:#x})")
+        # A write is a pure one-byte store on both sides (no read first: a read fault would
+        # map neighbours by fault-around); the byte written is the same on both.
         try:
-            self.p.touch(addr, write)
+            if write:
+                self.p.write(addr, WRITE_BYTE)
+            else:
+                self.p.read(addr, 1)
             model = "ok"
         except vw.SegmentationFault:
             model = "signal 11"
+        except vw.BusError:
+            model = "signal 7"
         if model == "ok":
             try:
-                self.lp.touch(addr, write)
+                if write:
+                    self.lp.write(addr, WRITE_BYTE)
+                else:
+                    self.lp.touch(addr, False)
             except RuntimeError as exc:
                 self.fail(f"model allowed the access, the kernel killed the child: {exc}")
         else:
@@ -161,6 +192,16 @@ class Twin:
     def fail(self, message):
         trace = "\n    ".join(self.log[-40:])
         raise Mismatch(f"{message}\nafter (last ops):\n    {trace}\nmodel state:\n{self.m.dump()}")
+
+
+def read_ahead_kb(st_dev):
+    """The read-ahead of the block device holding a file (128 when unknown)."""
+    path = f"/sys/dev/block/{os.major(st_dev)}:{os.minor(st_dev)}/queue/read_ahead_kb"
+    try:
+        with open(path) as f:
+            return int(f.read())
+    except OSError:
+        return 128
 
 
 def _outcome(fn):

@@ -5,6 +5,9 @@ root (PFNs, /proc/kpageflags) skip via live_root_available().
 """
 
 import errno
+import gc
+import os
+import signal
 import time
 
 import pytest
@@ -281,3 +284,319 @@ def test_brk_sequence_reliable():
             assert results[0][0] == b + 2 * P
             assert [span(l) for l in results[0][1]] == [(b, b + 2 * P)]
             assert results[1] == (b, [])
+
+
+# --------------------------------------------------------------------------
+# Several processes: fork, copy-on-write, exit
+
+MADV_DONTFORK = live.MADV_DONTFORK
+MADV_WIPEONFORK = live.MADV_WIPEONFORK
+
+
+def gone(pid):
+    """True once ``pid`` no longer exists (not even as a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def ppid_of(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def pfn(entry):
+    return entry & PM_PFN_MASK
+
+
+@pytest.fixture
+def forked(lp):
+    """(parent, child): the parent mapped 4 pages at the arena and wrote page 0, then
+    forked."""
+    a = lp.mmap(lp.arena, 4 * P, RW, ANON_FIXED)
+    lp.write(a, b"parent data")
+    child = lp.fork()
+    yield lp, child
+    child.close()
+
+
+def test_fork_returns_a_process_with_the_same_arena(forked):
+    parent, child = forked
+    assert child.pid not in (parent.pid, 0) and child.alive
+    assert child.parent is parent
+    assert ppid_of(child.pid) == parent.pid
+    assert (child.arena, child.arena_end, child.guard) == (parent.arena, parent.arena_end,
+                                                           parent.guard)
+    assert (child.initial_brk, child.start_brk) == (parent.initial_brk, parent.start_brk)
+
+
+def test_fork_shares_data_and_pages(forked):
+    parent, child = forked
+    a = parent.arena
+    assert parent.read(a, 11) == child.read(a, 11) == b"parent data"
+    for proc in (parent, child):
+        entry = proc.pagemap(a)
+        assert entry & PM_PRESENT
+        assert not entry & PM_EXCLUSIVE  # mapped by two processes
+        assert not entry & PM_FILE
+
+
+def test_fork_shares_the_frame_root(forked):
+    need_root()
+    parent, child = forked
+    a = parent.arena
+    frame = pfn(parent.pagemap(a))
+    assert frame and pfn(child.pagemap(a)) == frame
+    assert parent.kpagecount(frame) == 2
+    assert parent.kpageflags(frame) >> KPF_ANON & 1
+
+
+def test_child_write_copies_and_parent_page_becomes_exclusive_again(forked):
+    parent, child = forked
+    a = parent.arena
+    child.write(a, b"CHILD")
+    assert child.read(a, 11) == b"CHILDt data"
+    assert parent.read(a, 11) == b"parent data"
+    for proc in (parent, child):
+        entry = proc.pagemap(a)
+        assert entry & PM_PRESENT and entry & PM_EXCLUSIVE
+
+
+def test_child_write_copies_root(forked):
+    need_root()
+    parent, child = forked
+    a = parent.arena
+    before = pfn(parent.pagemap(a))
+    child.write(a, b"CHILD")
+    p_frame, c_frame = pfn(parent.pagemap(a)), pfn(child.pagemap(a))
+    assert p_frame == before  # the parent keeps the original frame
+    assert c_frame and c_frame != p_frame  # the child got a copy
+    assert parent.kpagecount(p_frame) == 1
+    assert parent.kpagecount(c_frame) == 1
+    # The parent's page is no longer shared: its write reuses the frame, no copy.
+    parent.write(a, b"P")
+    assert pfn(parent.pagemap(a)) == before
+    assert parent.kpagecount(before) == 1
+
+
+def test_child_read_of_untouched_page_maps_the_zero_page(forked):
+    parent, child = forked
+    a = parent.arena + 2 * P
+    assert child.pagemap(a) & PM_PRESENT == 0
+    assert child.read(a, 8) == bytes(8)
+    entry = child.pagemap(a)
+    assert entry & PM_PRESENT and not entry & PM_EXCLUSIVE
+    # pagemap is per process: the parent never touched that page.
+    assert parent.pagemap(a) & PM_PRESENT == 0
+    if live.live_root_available()[0]:
+        assert child.kpageflags(pfn(entry)) >> KPF_ZERO_PAGE & 1
+
+
+def test_pagemap_reads_each_process_own_pages(forked):
+    parent, child = forked
+    a = parent.arena + 3 * P
+    parent.write(a, b"only in the parent")
+    assert parent.pagemap(a) & PM_PRESENT
+    assert child.pagemap(a) & PM_PRESENT == 0
+    assert child.read(a, 4) == bytes(4)
+
+
+def test_pagemaps_batch(forked):
+    parent, child = forked
+    addrs = [parent.arena + i * P for i in range(4)] + [parent.arena - P]
+    for proc in (parent, child):
+        assert proc.pagemaps(addrs) == [proc.pagemap(x) for x in addrs]
+    assert parent.pagemaps([]) == []
+
+
+def test_child_exit_makes_the_page_exclusive_again(forked):
+    parent, child = forked
+    a = parent.arena
+    pid = child.pid
+    assert not parent.pagemap(a) & PM_EXCLUSIVE
+    child.exit()
+    assert not child.alive
+    assert child.exit_status == 0
+    assert gone(pid)  # reaped at once, no zombie
+    assert parent.pagemap(a) & PM_EXCLUSIVE
+    if live.live_root_available()[0]:
+        assert parent.kpagecount(pfn(parent.pagemap(a))) == 1
+    with pytest.raises(RuntimeError, match="gone"):
+        child.maps()
+    child.close()  # still fine
+    assert parent.read(a, 11) == b"parent data"
+
+
+def test_fork_of_a_fork(forked):
+    parent, child = forked
+    a = parent.arena
+    grandchild = child.fork()
+    try:
+        assert grandchild.parent is child
+        assert ppid_of(grandchild.pid) == child.pid
+        assert grandchild.read(a, 11) == b"parent data"
+        assert not grandchild.pagemap(a) & PM_EXCLUSIVE
+        if live.live_root_available()[0]:
+            frame = pfn(parent.pagemap(a))
+            assert pfn(grandchild.pagemap(a)) == frame
+            assert parent.kpagecount(frame) == 3
+        grandchild.write(a, b"GRAND")
+        assert (parent.read(a, 5), child.read(a, 5), grandchild.read(a, 5)) == (
+            b"paren", b"paren", b"GRAND")
+        # Closing the middle process: the grandchild lives on, adopted by the first
+        # process (a child subreaper), and its handle still works.
+        child_pid = child.pid
+        child.close()
+        assert gone(child_pid)
+        assert ppid_of(grandchild.pid) == parent.pid
+        assert grandchild.read(a, 5) == b"GRAND"
+        great = grandchild.fork()
+        assert great.read(a, 5) == b"GRAND"
+        great.exit()
+        assert gone(great.pid)
+    finally:
+        grandchild.close()
+    assert gone(grandchild.pid)
+
+
+def test_maps_of_the_child_equal_the_parent(lp):
+    a = lp.arena
+    lp.mmap(a, 8 * P, RW, ANON_FIXED)
+    lp.mprotect(a + 2 * P, P, PROT_READ)
+    lp.mmap(a + 20 * P, 2 * P, PROT_READ, ANON_FIXED)
+    lp.write(a, b"x")
+    with lp.fork() as child:
+        assert len(lp.maps()) == 4
+        assert child.maps() == lp.maps()
+        # After fork the two address spaces are independent.
+        child.munmap(a + 5 * P, P)  # splits the last rw-p VMA in the child only
+        assert len(child.maps()) == 5 and len(lp.maps()) == 4
+
+
+def test_madv_dontfork_area_is_absent_in_the_child(lp):
+    a = lp.arena
+    lp.mmap(a, 2 * P, RW, ANON_FIXED)
+    lp.mmap(a + 4 * P, 2 * P, RW, ANON_FIXED)
+    lp.write(a + 4 * P, b"not inherited")
+    assert lp.madvise(a + 4 * P, 2 * P, MADV_DONTFORK) == 0
+    with lp.fork() as child:
+        assert [span(l) for l in child.maps()] == [(a, a + 2 * P)]
+        assert [span(l) for l in lp.maps()] == [(a, a + 2 * P), (a + 4 * P, a + 6 * P)]
+        assert child.probe(a + 4 * P, False) == "signal 11"
+        assert lp.read(a + 4 * P, 13) == b"not inherited"
+
+
+def test_madv_wipeonfork_area_reads_as_zeroes_in_the_child(lp):
+    a = lp.arena
+    lp.mmap(a, 2 * P, RW, ANON_FIXED)
+    lp.write(a, b"wiped in the child")
+    lp.write(a + P, b"page 2")
+    assert lp.madvise(a, 2 * P, MADV_WIPEONFORK) == 0
+    with lp.fork() as child:
+        assert child.maps() == lp.maps()  # the area is there, but empty
+        assert child.pagemap(a) & PM_PRESENT == 0
+        assert child.read(a, 18) == bytes(18)
+        assert child.read(a + P, 6) == bytes(6)
+        assert lp.read(a, 18) == b"wiped in the child"
+        assert lp.pagemap(a) & PM_EXCLUSIVE  # nothing was shared
+        # The flag is inherited: a fork of the child wipes again.
+        child.write(a, b"child data")
+        with child.fork() as grandchild:
+            assert grandchild.read(a, 10) == bytes(10)
+
+
+def test_close_of_all_handles_leaves_no_process(lp):
+    a = lp.mmap(lp.arena, P, RW, ANON_FIXED)
+    lp.write(a, b"x")
+    c1 = lp.fork()
+    c2 = lp.fork()
+    g1 = c1.fork()
+    g2 = c1.fork()
+    gg = g1.fork()
+    forked = [c1, c2, g1, g2, gg]
+    pids = [h.pid for h in forked]
+    assert len(set(pids + [lp.pid])) == 6
+    # Close in a mixed order: parents before and after their children.
+    c1.close()
+    g2.close()
+    assert gg.read(a, 1) == b"x"
+    gg.close()
+    g1.close()
+    c2.close()
+    for h in forked:
+        assert not h.alive
+    for pid in pids:
+        assert gone(pid), pid
+    assert lp.read(a, 1) == b"x"
+    if live.live_root_available()[0]:
+        assert lp.kpagecount(pfn(lp.pagemap(a))) == 1
+
+
+def test_closing_the_first_process_closes_every_forked_one():
+    need_kernel()
+    proc = LiveProcess(arena_pages=16)
+    child = proc.fork()
+    grandchild = child.fork()
+    pids = [proc.pid, child.pid, grandchild.pid]
+    proc.close()
+    assert not child.alive and not grandchild.alive
+    for pid in pids:
+        assert gone(pid), pid
+    with pytest.raises(RuntimeError, match="gone"):
+        grandchild.maps()
+
+
+def test_dropped_handle_is_killed_and_reaped(lp):
+    pid = lp.fork().pid  # the handle is dropped at once
+    gc.collect()
+    assert gone(pid)
+    assert lp.maps() == []
+
+
+def test_forked_child_death_is_runtime_error(lp):
+    a = lp.mmap(lp.arena, P, PROT_READ, ANON_FIXED)
+    child = lp.fork()
+    with pytest.raises(RuntimeError, match="died with signal 11 during touch"):
+        child.touch(a, write=True)
+    assert not child.alive
+    assert gone(child.pid)
+    with pytest.raises(RuntimeError, match="gone"):
+        child.maps()
+    child.close()
+    assert len(lp.maps()) == 1  # the parent is unharmed
+
+
+def test_forked_child_hang_times_out(lp):
+    child = lp.fork()
+    child.timeout = 0.3
+    os.kill(child.pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="timed out after 0.3s during maps"):
+        child.maps()
+    assert time.monotonic() - t0 < 5
+    child.close()  # SIGKILL works on a stopped process
+    assert gone(child.pid)
+    assert lp.maps() == []
+
+
+def test_fork_and_exit_cannot_be_batched(lp):
+    with pytest.raises(RuntimeError, match="cannot be part of a run batch"):
+        lp.run([{"op": "fork", "args": [1]}])
+    with pytest.raises(RuntimeError, match="cannot be part of a run batch"):
+        lp.run([{"op": "exit"}])
+    assert lp.alive and lp.maps() == []
+
+
+def test_exit_of_the_first_process():
+    need_kernel()
+    proc = LiveProcess(arena_pages=16)
+    popen = proc._proc
+    proc.exit()
+    assert not proc.alive
+    assert popen.returncode == 0 and proc.exit_status == 0
+    assert gone(proc.pid)
+    with pytest.raises(RuntimeError, match="gone"):
+        proc.maps()
+    proc.close()

@@ -60,8 +60,35 @@ class File:
         return f"File({self.path!r}, ino={self.ino})"
 
 
+def file_pages(file):
+    """Pages the file covers: ``DIV_ROUND_UP(i_size, PAGE_SIZE)``."""
+    return (file.size + PAGE_SIZE - 1) // PAGE_SIZE
+
+
+def filemap_fault(machine, vma, index):
+    """mm/filemap.c: filemap_fault(): the page-cache page for ``index``. On a miss the
+    kernel reads around it first (do_sync_mmap_readahead): ``ra_pages`` pages centred on
+    the fault (read_ahead_kb of the device), from ``index`` on for MADV_SEQUENTIAL, only
+    the page itself for MADV_RANDOM; never past the end of the file."""
+    from .flags import VM_RAND_READ, VM_SEQ_READ
+    file = vma.vm_file
+    if index not in file.mapping.i_pages and not file.shmem:
+        ra_pages = machine.read_ahead_kb * 1024 // PAGE_SIZE
+        if vma.vm_flags & VM_RAND_READ or ra_pages <= 1:
+            window = range(index, index + 1)
+        elif vma.vm_flags & VM_SEQ_READ:
+            window = range(index, index + ra_pages)
+        else:
+            start = max(0, index - ra_pages // 2)
+            window = range(start, start + ra_pages)
+        for i in window:
+            if i < file_pages(file) and i != index:
+                filemap_get_page(machine, file, i)
+    return filemap_get_page(machine, file, index)
+
+
 def filemap_get_page(machine, file, index):
-    """mm/filemap.c: filemap_fault() core: the page-cache page for ``index``, read in on a miss.
+    """The page-cache page for ``index``, read from the file on a miss.
 
     The page cache holds one reference of its own.
     """

@@ -112,16 +112,19 @@ class Machine:
     """A Linux 6.18 x86-64 machine: finite RAM, sysctls in :attr:`sysctl`, processes.
 
     :param ram: physical memory in bytes, or a size such as ``"256M"``.
-    :param swap: swap space (used by reclaim, from the fork/reclaim issue on).
+    :param swap: swap space in bytes or a size; reclaim swaps anonymous pages out to it.
+    :param read_ahead_kb: the block device's read-ahead, which sizes the read-around of
+        file faults (Linux defaults to 128; ``/sys/block/*/queue/read_ahead_kb``).
     """
 
-    def __init__(self, ram="256M", swap=0):
+    def __init__(self, ram="256M", swap=0, read_ahead_kb=128):
         from .page_alloc import PhysicalMemory
         ram = _parse_size(ram, "ram")
         self.phys = PhysicalMemory(ram >> PAGE_SHIFT)
         self.swap_pages = _parse_size(swap, "swap") >> PAGE_SHIFT
         self.swap = SwapArea(self.swap_pages + 1)
         self.lru_clock = 0
+        self.read_ahead_kb = read_ahead_kb
         self.stats = Counter()
         self.current = None
         self.sysctl = Sysctl()

@@ -185,14 +185,16 @@ def special_mapping_fault(vma, address):
 
 
 def do_fault(vma, address, write):
-    """mm/memory.c: do_fault(): read -> do_read_fault, private write -> do_cow_fault,
-    shared write -> do_shared_fault."""
+    """mm/memory.c: do_fault(): read -> do_read_fault (with fault-around), private write ->
+    do_cow_fault, shared write -> do_shared_fault."""
     mm = vma.vm_mm
     machine = mm.machine
     index = vma.linear_page_index(address)
-    page = filemap.filemap_get_page(machine, vma.vm_file, index)
-    prot = vm_get_page_prot(vma.vm_flags)
-    if write and not vma.vm_flags & VM_SHARED:
+    prot = vma_page_prot(vma)
+    if not write:
+        return do_read_fault(vma, address, index)
+    page = filemap.filemap_fault(machine, vma, index)
+    if not vma.vm_flags & VM_SHARED:
         # do_cow_fault(): copy the file page into a new anonymous page. The reference we
         # hold keeps reclaim from dropping the file page while the new one is allocated.
         rmap.anon_vma_prepare(vma)
@@ -205,16 +207,72 @@ def do_fault(vma, address, write):
         rmap.folio_add_new_anon_rmap(new, vma, address)
         mm.rss["anon"] += 1
         pgtable.set_pte_at(mm, address, mk_pte(new, prot) | _PAGE_DIRTY | _PAGE_RW)
-        return "copy of a file page"
+        return "private copy of a file page (do_cow_fault)"
+    # do_shared_fault(): the page-cache page itself, writable and dirty.
+    _map_file_page(mm, address, page, prot | _PAGE_RW | _PAGE_DIRTY)
+    page.dirty = True
+    return "page-cache page mapped writable (do_shared_fault)"
+
+
+#: mm/memory.c: fault_around_bytes (64 KiB): a read fault maps up to 16 cached pages.
+FAULT_AROUND_PAGES = 16
+
+
+def do_read_fault(vma, address, index):
+    """mm/memory.c: do_read_fault(): fault-around first (do_fault_around maps the pages
+    already in the page cache in the 64 KiB-aligned window, within the VMA and the PTE
+    table); the page itself is read in if it was not among them. A regular file's missing
+    page is read with read-around and the fault retried, so its neighbours get mapped too;
+    a shmem page is allocated and mapped alone."""
+    mm = vma.vm_mm
+    machine = mm.machine
+    file = vma.vm_file
+    if not file.shmem and index not in file.mapping.i_pages:
+        filemap.filemap_fault(machine, vma, index)      # read-around, then retry
+    mapped = do_fault_around(vma, address)
+    if pgtable.get_pte(mm, address):
+        return f"page-cache page, with {mapped - 1} neighbour(s) mapped by fault-around"
+    page = filemap.filemap_fault(machine, vma, index)
+    _map_file_page(mm, address, page, vma_page_prot(vma) & ~_PAGE_RW)
+    return "page-cache page" + (f"; {mapped} cached neighbour(s) mapped" if mapped else "")
+
+
+def do_fault_around(vma, address):
+    """mm/memory.c: do_fault_around() -> filemap_map_pages(). Returns the number mapped."""
+    mm = vma.vm_mm
+    file = vma.vm_file
+    nr = FAULT_AROUND_PAGES
+    start = max(address & ~(nr * PAGE_SIZE - 1), vma.vm_start,
+                address & ~((1 << PAGE_SHIFT + 9) - 1))
+    end = min(start + nr * PAGE_SIZE, vma.vm_end, (address | ((1 << PAGE_SHIFT + 9) - 1)) + 1)
+    last = filemap.file_pages(file) - 1
+    prot = vma_page_prot(vma) & ~_PAGE_RW
+    mapped = 0
+    for addr in range(start, end, PAGE_SIZE):
+        index = vma.linear_page_index(addr)
+        page = file.mapping.i_pages.get(index)
+        if page is None or (index > last and not file.shmem) or pgtable.get_pte(mm, addr):
+            continue
+        _map_file_page(mm, addr, page, prot)
+        mapped += 1
+    return mapped
+
+
+def _map_file_page(mm, address, page, entry_bits):
+    """finish_fault() / set_pte_range() for a page-cache page."""
     page.refcount += 1
     rmap.folio_add_file_rmap_pte(page)
     mm.rss["file"] += 1
-    entry = mk_pte(page, prot)
-    if write:
-        entry |= _PAGE_RW | _PAGE_DIRTY
-        page.dirty = True
-    pgtable.set_pte_at(mm, address, entry)
-    return "page-cache page"
+    pgtable.set_pte_at(mm, address, mk_pte(page, entry_bits))
+
+
+def vma_page_prot(vma):
+    """mm/mmap.c: vma_set_page_prot(): a shared writable mapping of a regular file wants
+    write notifications (dirty tracking), so its PTEs start read-only; shmem does not."""
+    prot = vm_get_page_prot(vma.vm_flags)
+    if vma.vm_file is not None and not vma.vm_file.shmem:
+        prot &= ~_PAGE_RW
+    return prot
 
 
 def do_wp_page(vma, address, pte):
