@@ -402,7 +402,7 @@ class Child:
     def serve_forked(self, req, rep, timeout):
         """The forked process: connect to the FIFOs, then serve requests until EOF."""
         # Die (SIGALRM, default action) if the parent side never opens its ends.
-        signal.alarm(max(1, int(-(-timeout // 1))) if timeout else 0)
+        signal.alarm(min(max(1, int(-(-timeout // 1))), 1 << 30) if timeout else 0)
         self.reaped = {}
         self.channel.detach()
         self.channel = None

@@ -53,9 +53,9 @@ import weakref
 from .core.flags import (  # noqa: F401 (re-exported for callers and tests)
     KPF_ANON, KPF_BUDDY, KPF_DIRTY, KPF_LRU, KPF_MMAP, KPF_PGTABLE, KPF_SWAPBACKED,
     KPF_ZERO_PAGE, MADV_DONTFORK, MADV_DONTNEED, MADV_FREE, MADV_WIPEONFORK, MAP_ANONYMOUS,
-    MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_GROWSDOWN, MAP_NORESERVE, MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MREMAP_DONTUNMAP,
-    MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE, PM_FILE, PM_PRESENT, PM_SOFT_DIRTY, PROT_EXEC,
-    PROT_NONE, PROT_READ, PROT_WRITE)
+    MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_GROWSDOWN, MAP_NORESERVE, MAP_POPULATE, MAP_PRIVATE,
+    MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE, PM_FILE, PM_PRESENT,
+    PM_SOFT_DIRTY, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE)
 from .core.flags import PM_MMAP_EXCLUSIVE as PM_EXCLUSIVE  # noqa: F401
 from .core.flags import PM_PFRAME_MASK as PM_PFN_MASK  # noqa: F401
 from .core.flags import PM_SWAP as PM_SWAPPED  # noqa: F401
@@ -218,6 +218,7 @@ class LiveProcess:
         self._init_handle(timeout)
         if arena_base % PAGE_SIZE or arena_pages <= 0:
             raise ValueError("arena_base must be page aligned and arena_pages > 0")
+        self._first = True
         env = dict(os.environ)
         env["MALLOC_MMAP_THRESHOLD_"] = "0"  # keep malloc off the brk heap
         self._proc = subprocess.Popen(
@@ -226,7 +227,6 @@ class LiveProcess:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
             preexec_fn=_disable_aslr if no_aslr else None,
         )
-        self._first = True
         self._family = weakref.WeakSet()
         self._attach(self._proc.stdout.fileno(), self._proc.stdin.fileno())
         hello = self._receive("startup")
@@ -255,6 +255,7 @@ class LiveProcess:
         self._reaped = False  # a forked process's wait status has been collected
         self.exit_status = None  # its wait status (os.waitstatus_to_exitcode), if known
         self.timeout = timeout
+        self.pid = None
         self.parent = None
         self._root = self
         self._family = None
@@ -294,7 +295,7 @@ class LiveProcess:
         try:
             try:
                 self._pidfd = os.pidfd_open(self.pid)
-            except (AttributeError, OSError):  # Python or kernel without pidfds
+            except OSError:  # kernel without pidfds (before 5.3)
                 self._pidfd = None
             deadline = None if self.timeout is None else time.monotonic() + self.timeout
             wfd = None
@@ -423,14 +424,14 @@ class LiveProcess:
             if self._proc is not None and self._proc.poll() is None:
                 self._proc.kill()
             return
-        if self._reaped:
+        if self._reaped or self.pid is None:
             return
         try:
             if self._pidfd is not None:
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
             else:
                 os.kill(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, AttributeError):
+        except ProcessLookupError:
             pass
 
     def _exited(self, timeout):
@@ -571,8 +572,11 @@ class LiveProcess:
         Returns once the process has released its address space (its reply channel is
         closed after its memory is torn down, in do_exit()), so page counts seen
         afterwards no longer include its mappings.  Its children live on: those of a
-        forked process are reparented to the first process; those of the first process
-        to init (or the nearest subreaper), and closing them then cannot reap them.
+        forked process are reparented to the first process (a child subreaper) and can
+        still be driven and reaped.  Those of the first process go to init (or the
+        nearest subreaper above the test process): they can still be driven, but closing
+        them leaves the reaping to init (some container inits never reap).  The same
+        holds when the first process dies of a signal while forked ones run.
         """
         self._request("exit")
         while self._read_chunk("exit"):  # until EOF: the process has released its memory

@@ -98,8 +98,8 @@ def filemap_get_page(machine, file, index):
         page.mapping = file.mapping
         page.index = index
         if not file.shmem:
-            data = file.read_page(index)
-            if any(data):
+            data = file.read_page(index).rstrip(b"\0")
+            if data:
                 page.write(0, data)
         file.mapping.i_pages[index] = page
     return page

@@ -16,7 +16,8 @@ class Page:
     ``mapcount`` is ``page_mapcount()`` (the kernel stores it minus one in ``_mapcount``);
     ``refcount`` is ``_refcount``. ``mapping`` is the page's ``anon_vma`` (anonymous page) or
     the file's :class:`AddressSpace`; ``index`` is ``page->index`` (a page offset).
-    ``data`` is ``None`` while the frame holds only zeroes.
+    ``data`` is ``None`` while the frame holds only zeroes, else the bytes up to the last
+    one written (the rest of the page is zero).
     """
 
     __slots__ = ("pfn", "refcount", "mapcount", "kind", "mapping", "index", "data",
@@ -40,12 +41,18 @@ class Page:
     def read(self, offset, size):
         if self.data is None:
             return bytes(size)
-        return bytes(self.data[offset:offset + size])
+        chunk = bytes(self.data[offset:offset + size])
+        return chunk + bytes(size - len(chunk))
 
     def write(self, offset, chunk):
+        # ``data`` only grows as far as the highest byte written: the rest reads as zero.
+        # (A page of which a lesson wrote "hello" costs 5 bytes, not 4 KiB.)
         if self.data is None:
-            self.data = bytearray(1 << PAGE_SHIFT)
-        self.data[offset:offset + len(chunk)] = chunk
+            self.data = bytearray()
+        end = offset + len(chunk)
+        if len(self.data) < end:
+            self.data.extend(bytes(end - len(self.data)))
+        self.data[offset:end] = chunk
 
     def __repr__(self):
         return (f"Page(pfn={self.pfn:#x}, kind={self.kind!r}, mapcount={self.mapcount}, "

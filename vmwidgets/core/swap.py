@@ -146,7 +146,7 @@ def shrink_page(machine, page):
             page.swap = slot
             page.refcount += 1          # the swap cache's reference
         try_to_unmap(machine, page, slot)
-        slot.data = page.read(0, PAGE_SIZE) if page.data is not None else None
+        slot.data = bytes(page.data) if page.data is not None else None
         slot.cache = None
         page.swap = None
         machine.stats["pswpout"] += 1
