@@ -26,6 +26,17 @@ stays at ``start_brk`` (no ``[heap]`` VMA) and only moves when the caller
 calls :meth:`LiveProcess.brk`, so ``initial_brk == start_brk`` and brk
 tests can start from an empty heap.
 
+Several processes
+-----------------
+:meth:`LiveProcess.fork` makes the child call ``os.fork()``; the new process
+serves requests on its own pair of named FIFOs, and a new :class:`LiveProcess`
+drives it, so that fork, copy-on-write and exit can be tested on parent and
+child independently (each reads its own ``/proc/self/pagemap``).
+:meth:`LiveProcess.exit` makes a process call ``_exit(0)``.  Exited and closed
+processes are reaped by their parent through a request (``waitpid``), never
+by ``SIGCHLD``/``SIG_IGN``; the first child is a child subreaper, so the
+children of a process that is gone are still reaped (see ``_live_child.py``).
+
 Privileges
 ----------
 Maps and the pagemap flag bits (present, exclusive, ...) work without
@@ -297,6 +308,7 @@ class LiveProcess:
                 self._pidfd = os.pidfd_open(self.pid)
             except OSError:  # kernel without pidfds (before 5.3)
                 self._pidfd = None
+            what = "fork (connecting to the new process)"
             deadline = None if self.timeout is None else time.monotonic() + self.timeout
             wfd = None
             while wfd is None:
@@ -307,18 +319,15 @@ class LiveProcess:
                 except OSError as e:
                     if e.errno != errno.ENXIO:
                         raise
-                    if deadline is not None and time.monotonic() > deadline:
-                        self._dead = ("live child %d did not open its request FIFO within %gs"
-                                      % (self.pid, self.timeout))
-                        raise RuntimeError(self._dead) from None
                     if self._exited(0.001):
-                        self._dead = "live child %d died before connecting" % self.pid
-                        raise RuntimeError(self._dead) from None
+                        self._died(what)
+                    if deadline is not None and time.monotonic() > deadline:
+                        self._timed_out(what)
             # A non-blocking open for reading never waits; the forked process opens the
             # write end right after req.
             rfd = os.open(info["rep"], os.O_RDONLY | os.O_NONBLOCK)
             self._attach(rfd, wfd)
-            hello = self._receive("fork (connecting to the new process)")
+            hello = self._receive(what)
             if hello.get("ret", {}).get("pid") != self.pid:
                 raise RuntimeError("live child %d: unexpected hello %r" % (self.pid, hello))
         except BaseException:

@@ -600,3 +600,45 @@ def test_exit_of_the_first_process():
     with pytest.raises(RuntimeError, match="gone"):
         proc.maps()
     proc.close()
+
+
+def _fork_with(proc, action):
+    """proc.fork(), but ``action(pid)`` runs on the new process before the test side
+    connects to it."""
+    real = proc._call
+    pids = []
+
+    def call(op, *args):
+        ret = real(op, *args)
+        if op == "fork":
+            pids.append(ret["pid"])
+            action(ret["pid"])
+        return ret
+
+    proc._call = call
+    try:
+        return proc.fork(), pids
+    finally:
+        del proc._call
+
+
+def test_forked_process_dying_before_it_connects(lp):
+    # Killed before or after it opened its request FIFO: the same error either way.
+    pids = []
+    with pytest.raises(RuntimeError, match="died with signal 9 during fork"):
+        _fork_with(lp, lambda pid: (pids.append(pid), os.kill(pid, signal.SIGKILL)))
+    assert gone(pids[0])
+    assert lp.maps() == []
+
+
+def test_forked_process_that_never_connects_times_out(lp):
+    # Stopped before or after it opened its request FIFO: the same error either way.
+    lp.timeout = 0.3
+    pids = []
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"timed out after 0.3s during fork \(connecting"):
+        _fork_with(lp, lambda pid: (pids.append(pid), os.kill(pid, signal.SIGSTOP)))
+    assert time.monotonic() - t0 < 5
+    assert gone(pids[0])
+    lp.timeout = live.DEFAULT_TIMEOUT
+    assert lp.maps() == []
