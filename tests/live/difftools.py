@@ -16,7 +16,7 @@ import vmwidgets as vw
 from vmwidgets.live import LiveProcess, live_kernel_available, live_root_available
 
 P = vw.PAGE_SIZE
-WRITE_BYTE = b"\x5a"
+WRITE_BYTE = b"\x41"
 
 
 def require_live():
@@ -42,23 +42,36 @@ class Mismatch(AssertionError):
 
 
 class Twin:
-    """A model process and a live process with the same arena."""
+    """Model processes and live processes in pairs, with the same arena.
+
+    It starts as one pair; ``fork(who)`` adds a pair, ``exit(who)`` removes one.
+    ``p`` / ``lp`` are the first pair's processes.
+    """
 
     def __init__(self, arena_pages=64, check_pages=True, swap=0):
-        self.lp = LiveProcess(arena_pages=arena_pages)
+        lp = LiveProcess(arena_pages=arena_pages)
         self.m = vw.Machine(swap=swap)
-        self.p = self.m.spawn()
-        self.base = self.lp.arena
-        self.end = self.lp.arena_end
-        self.lo = self.lp.arena - self.lp.guard * P
-        self.hi = self.lp.arena_end + self.lp.guard * P
+        self.pairs = [(self.m.spawn(), lp)]
+        self.first = lp
+        self.base = lp.arena
+        self.end = lp.arena_end
+        self.lo = lp.arena - lp.guard * P
+        self.hi = lp.arena_end + lp.guard * P
         self.log = []
         self.check_pages = check_pages
         self.root = root_available()
         self.fds = {}
 
+    @property
+    def p(self):
+        return self.pairs[0][0]
+
+    @property
+    def lp(self):
+        return self.pairs[0][1]
+
     def close(self):
-        self.lp.close()
+        self.first.close()
 
     def open(self, path, flags):
         """Open a real file in the live child and the same file in the model; the model's
@@ -82,14 +95,30 @@ class Twin:
     def __exit__(self, *exc):
         self.close()
 
+    # -- processes --------------------------------------------------------------------------
+    def fork(self, who=0):
+        """fork() the ``who``-th pair on both sides; returns the new pair's index."""
+        self.log.append(f"[{who}] fork()")
+        mp, lp = self.pairs[who]
+        self.pairs.append((mp.fork(), lp.fork()))
+        return len(self.pairs) - 1
+
+    def exit(self, who):
+        self.log.append(f"[{who}] exit()")
+        mp, lp = self.pairs.pop(who)
+        mp.exit()
+        lp.exit()
+
     # -- running one operation on both sides -------------------------------------------------
-    def syscall(self, name, *args):
+    def syscall(self, name, *args, who=0):
         """Run ``name(*args)`` on both; return the model's result; raise on any difference."""
-        self.log.append(f"{name}({', '.join(hex(a) if isinstance(a, int) else repr(a) for a in args)})")
-        model = _outcome(lambda: getattr(self.p, name)(*args))
+        p, lp = self.pairs[who]
+        self.log.append(f"[{who}] {name}("
+                        f"{', '.join(hex(a) if isinstance(a, int) else repr(a) for a in args)})")
+        model = _outcome(lambda: getattr(p, name)(*args))
         if name == "mmap" and len(args) > 4:
             args = args[:4] + (self.fds.get(args[4], args[4]),) + args[5:]
-        kernel = _outcome(lambda: getattr(self.lp, name)(*args))
+        kernel = _outcome(lambda: getattr(lp, name)(*args))
         if name in ("mmap", "mremap") and "ret" in model and "ret" in kernel:
             m_in = self.lo <= model["ret"] < self.hi
             k_in = self.lo <= kernel["ret"] < self.hi
@@ -97,48 +126,54 @@ class Twin:
                 # Both placed it outside the arena (near their own mmap_base): equivalent.
                 # Unmap it so the rest of the trace compares like with like.
                 length = args[1] if name == "mmap" else args[2]
-                self.p.munmap(model["ret"], length)
-                self.lp.munmap(kernel["ret"], length)
+                p.munmap(model["ret"], length)
+                lp.munmap(kernel["ret"], length)
                 self.log[-1] += "  [placed outside the arena; unmapped]"
                 return model
         if model != kernel:
             self.fail(f"{name} result differs: model {model}, kernel {kernel}")
         return model
 
-    def access(self, addr, write):
+    def access(self, addr, write, who=0):
         """A one-byte access; the model's SIGSEGV prediction is checked in a forked probe."""
-        self.log.append(f"{'write' if write else 'read'}({addr:#x})")
+        p, lp = self.pairs[who]
+        self.log.append(f"[{who}] {'write' if write else 'read'}({addr:#x})")
         # A write is a pure one-byte store on both sides (no read first: a read fault would
-        # map neighbours by fault-around); the byte written is the same on both.
+        # map neighbours by fault-around). Each process writes its own byte value, so data
+        # leaking between processes shows up in later reads.
+        byte = bytes([WRITE_BYTE[0] + who])
         try:
             if write:
-                self.p.write(addr, WRITE_BYTE)
+                p.write(addr, byte)
+                model = "ok"
             else:
-                self.p.read(addr, 1)
-            model = "ok"
+                model = p.read(addr, 1)
         except vw.SegmentationFault:
             model = "signal 11"
         except vw.BusError:
             model = "signal 7"
-        if model == "ok":
+        if isinstance(model, bytes) or model == "ok":
             try:
                 if write:
-                    self.lp.write(addr, WRITE_BYTE)
+                    lp.write(addr, byte)
                 else:
-                    self.lp.touch(addr, False)
+                    kernel = lp.read(addr, 1)
+                    if kernel != model:
+                        self.fail(f"read {addr:#x}: model {model!r}, kernel {kernel!r}")
             except RuntimeError as exc:
                 self.fail(f"model allowed the access, the kernel killed the child: {exc}")
         else:
-            kernel = self.lp.probe(addr, write)
+            kernel = lp.probe(addr, write)
             if kernel != model:
-                self.fail(f"model says SIGSEGV, kernel says {kernel}")
+                self.fail(f"model says {model}, kernel says {kernel}")
         return model
 
     # -- comparing state ------------------------------------------------------------------------
-    def maps(self):
-        model = [_normalise(line) for line in self.p.proc_maps().splitlines()
+    def maps(self, who=0):
+        p, lp = self.pairs[who]
+        model = [_normalise(line) for line in p.proc_maps().splitlines()
                  if self._in_arena(line)]
-        kernel = [_normalise(line) for line in self.lp.maps(self.lo, self.hi)]
+        kernel = [_normalise(line) for line in lp.maps(self.lo, self.hi)]
         return model, kernel
 
     def _in_arena(self, line):
@@ -146,48 +181,48 @@ class Twin:
         return start < self.hi and end > self.lo
 
     def check(self):
-        model, kernel = self.maps()
-        if model != kernel:
-            self.fail("maps differ:\n  model:\n    " + "\n    ".join(model)
-                      + "\n  kernel:\n    " + "\n    ".join(kernel))
+        for who in range(len(self.pairs)):
+            model, kernel = self.maps(who)
+            if model != kernel:
+                self.fail(f"maps of process [{who}] differ:\n  model:\n    "
+                          + "\n    ".join(model) + "\n  kernel:\n    " + "\n    ".join(kernel))
         if self.check_pages:
             self.check_page_states()
 
     def check_page_states(self):
         addrs = list(range(self.base, self.end, P))
-        raw = self.lp.run([{"op": "pagemap", "args": [a]} for a in addrs])
-        kernel_entries = {a: vw.PagemapEntry.from_int(r["ret"]) for a, r in zip(addrs, raw)}
-        model_entries = {a: self.p.pagemap(a) for a in addrs}
-        for a in addrs:
-            k, mdl = kernel_entries[a], model_entries[a]
-            got = (k.present, k.swapped, k.file_shared, k.exclusive)
-            want = (mdl.present, mdl.swapped, mdl.file_shared, mdl.exclusive)
-            if got != want:
-                self.fail(f"pagemap of {a:#x} (present, swapped, file/shared, exclusive): "
-                          f"model {want}, kernel {got}")
-        if not self.root:
-            return
-        present = [a for a in addrs if kernel_entries[a].present]
-        self._compare_frames(present, kernel_entries, model_entries)
+        kernel_entries, model_entries = {}, {}
+        for who, (p, lp) in enumerate(self.pairs):
+            for a, raw in zip(addrs, lp.pagemaps(addrs)):
+                k = kernel_entries[who, a] = vw.PagemapEntry.from_int(raw)
+                mdl = model_entries[who, a] = p.pagemap(a)
+                got = (k.present, k.swapped, k.file_shared, k.exclusive)
+                want = (mdl.present, mdl.swapped, mdl.file_shared, mdl.exclusive)
+                if got != want:
+                    self.fail(f"pagemap of [{who}] {a:#x} (present, swapped, file/shared, "
+                              f"exclusive): model {want}, kernel {got}")
+        if self.root:
+            present = [key for key, e in kernel_entries.items() if e.present]
+            self._compare_frames(present, kernel_entries, model_entries)
 
     def _compare_frames(self, present, kernel_entries, model_entries):
-        def groups(entries, key):
+        """Which (process, page)s share a frame, and each frame's kpagecount and flags."""
+        def groups(entries):
             by = {}
-            for a in present:
-                by.setdefault(key(entries[a]), []).append(a)
+            for key in present:
+                by.setdefault(entries[key].pfn, []).append(key)
             return sorted(tuple(v) for v in by.values())
-        kg = groups(kernel_entries, lambda e: e.pfn)
-        mg = groups(model_entries, lambda e: e.pfn)
+        kg, mg = groups(kernel_entries), groups(model_entries)
         if kg != mg:
             self.fail(f"pages sharing a frame differ: model {mg}, kernel {kg}")
-        for a in present:
-            kpfn, mpfn = kernel_entries[a].pfn, model_entries[a].pfn
+        mask = (1 << vw.KPF_ANON) | (1 << vw.KPF_ZERO_PAGE) | (1 << vw.KPF_MMAP)
+        for key in present:
+            kpfn, mpfn = kernel_entries[key].pfn, model_entries[key].pfn
             kc, mc = self.lp.kpagecount(kpfn), self.m.kpagecount(mpfn)
             kf, mf = self.lp.kpageflags(kpfn), self.m.kpageflags(mpfn)
-            mask = (1 << vw.KPF_ANON) | (1 << vw.KPF_ZERO_PAGE) | (1 << vw.KPF_MMAP)
             if (kc, kf & mask) != (mc, mf & mask):
-                self.fail(f"frame of {a:#x}: (kpagecount, ANON|ZERO_PAGE|MMAP flags) model "
-                          f"({mc}, {mf & mask:#x}) kernel ({kc}, {kf & mask:#x})")
+                self.fail(f"frame of [{key[0]}] {key[1]:#x}: (kpagecount, ANON|ZERO_PAGE|MMAP) "
+                          f"model ({mc}, {mf & mask:#x}) kernel ({kc}, {kf & mask:#x})")
 
     def fail(self, message):
         trace = "\n    ".join(self.log[-40:])
@@ -289,4 +324,28 @@ def run_random_trace(seed, n_ops=120, arena_pages=48, check_every=1):
             if i % check_every == 0:
                 twin.check()
         twin.check()
+        return twin.log
+
+
+def run_random_family_trace(seed, n_ops=150, arena_pages=32, max_procs=4):
+    """Like :func:`run_random_trace`, with fork and exit: every op runs in a random live
+    process; after each op every process's maps and pages, and (as root) the frames shared
+    between processes, are compared."""
+    rng = random.Random(seed)
+    with Twin(arena_pages=arena_pages) as twin:
+        for i in range(n_ops):
+            roll = rng.random()
+            if roll < 0.06 and len(twin.pairs) < max_procs:
+                twin.fork(rng.randrange(len(twin.pairs)))
+            elif roll < 0.09 and len(twin.pairs) > 1:
+                twin.exit(rng.randrange(1, len(twin.pairs)))
+            else:
+                who = rng.randrange(len(twin.pairs))
+                name, args = random_op(rng, twin.base, arena_pages)
+                if name in ("read", "write"):
+                    twin.access(args[0], name == "write", who=who)
+                else:
+                    twin.syscall(name, *args, who=who)
+            vw.validate(twin.m)
+            twin.check()
         return twin.log
