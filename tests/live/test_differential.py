@@ -208,6 +208,9 @@ ERRNO_CASES = {
     "mremap DONTUNMAP resize": [("mmap", 0, P, RW, FIXED),
                                 ("mremap", 0, P, 2 * P, MOVE | vw.MREMAP_DONTUNMAP, 8 * P)],
     "mremap old length 0 private": [("mmap", 0, P, RW, FIXED), ("mremap", 0, 0, P, MOVE, 8 * P)],
+    "mremap old length 0 shared duplicates": [
+        ("mmap", 0, 2 * P, RW, SHARED), ("mremap", P, 0, P, MOVE, 8 * P),
+        ("mremap", 0, 0, 2 * P, MOVE, 12 * P)],
     "mremap crosses VMA end": [("mmap", 0, P, RW, FIXED), ("mmap", P, P, R, FIXED),
                                ("mremap", 0, 2 * P, 3 * P, 0, 0)],
     "mremap FIXED unaligned target": [("mmap", 0, P, RW, FIXED), ("mremap", 0, P, P, MOVE, 8 * P + 1)],

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from . import madvise as madvise_mod, memory, mmap as mmap_mod, mprotect as mprotect_mod
 from . import mremap as mremap_mod, pgtable, vma as vma_mod
-from .errors import (EBADF, ENOENT, OutOfMemory, ProcessKilled, SegmentationFault,
+from .errors import (EBADF, ENOENT, ENOMEM, OutOfMemory, ProcessKilled, SegmentationFault,
                      syscall_error)
 from .filemap import File
 from .flags import (DEFAULT_MAX_MAP_COUNT, DEFAULT_MMAP_MIN_ADDR, PAGE_MASK, PAGE_SHIFT,
@@ -428,10 +428,20 @@ class Process:
         """fork(2): a child process with a copy-on-write copy of this address space."""
         self._check_alive()
         from . import fork as fork_mod
-        child = Process(self.machine, next(self.machine._pids), self.root)
-        child.files = dict(self.files)
-        child.file_modes = dict(self.file_modes)
-        outcome = fork_mod.dup_mmap(child, self)
+        self.machine.current = self
+        try:
+            child = Process(self.machine, next(self.machine._pids), self.root)
+            child.files = dict(self.files)
+            child.file_modes = dict(self.file_modes)
+            outcome = fork_mod.dup_mmap(child, self)
+        except (OutOfMemory, ProcessKilled) as exc:
+            # kernel/fork.c: a failed dup_mmap() tears the half-built mm down again.
+            if "child" in locals():
+                fork_mod.exit_mmap(child)
+            if isinstance(exc, ProcessKilled):
+                raise
+            raise syscall_error(ENOMEM, "fork", "out of memory while copying the address "
+                                "space") from None
         self.machine.processes.append(child)
         self.machine._record(self, "fork", (), child.pid, outcome)
         return child

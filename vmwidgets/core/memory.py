@@ -134,6 +134,9 @@ def handle_mm_fault(mm, vma, address, write):
     """mm/memory.c: handle_mm_fault() -> handle_pte_fault() for one page of ``vma``."""
     if vma.vm_start > address:
         expand_downwards(vma, address)
+    # __handle_mm_fault() allocates the page-table levels first; a frame allocated later
+    # (which may reclaim) can then be mapped without allocating again.
+    pgtable.lookup_pte_table(mm, address, alloc=True)
     pte = pgtable.get_pte(mm, address)
     if pte and not pte_present(pte):
         from . import swap
@@ -202,7 +205,7 @@ def do_fault(vma, address, write):
         try:
             new = machine.alloc_page("anon")
         finally:
-            page.refcount -= 1
+            machine.phys.put_page(page)
         new.write(0, page.read(0, PAGE_SIZE))
         rmap.folio_add_new_anon_rmap(new, vma, address)
         mm.rss["anon"] += 1
@@ -330,7 +333,7 @@ def wp_page_copy(vma, address, pte, old):
         new = mm.machine.alloc_page("anon")
     finally:
         if old is not None:
-            old.refcount -= 1
+            phys.put_page(old)
     if old is not None:
         new.write(0, old.read(0, PAGE_SIZE))
     rmap.folio_add_new_anon_rmap(new, vma, address)

@@ -215,7 +215,9 @@ class MmStruct:
         return self.mm_mt[i] if i < len(self.mm_mt) else None
 
     def vmas_in(self, start, end):
-        """The VMAs that intersect ``[start, end)``, in address order."""
+        """The VMAs that intersect ``[start, end)``, in address order (none if empty)."""
+        if start >= end:
+            return []
         mt = self.mm_mt
         i = mt.bisect_key_right(start)
         if i and mt[i - 1].vm_end > start:

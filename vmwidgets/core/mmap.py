@@ -324,7 +324,7 @@ def sys_brk(proc, brk):
     if nxt and newbrk + PAGE_SIZE > vm_start_gap(nxt[0]):
         return origbrk, (f"refused: the heap would come too close to the mapping at "
                          f"{nxt[0].vm_start:#x}")
-    length = newbrk - oldbrk
+    length = (newbrk - oldbrk) & ULONG_MAX     # unsigned: a break near 2**64 wraps
     flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT
     if mm.map_count > machine.sysctl["vm.max_map_count"]:
         return origbrk, "refused: too many VMAs"

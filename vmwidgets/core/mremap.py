@@ -238,12 +238,16 @@ def copy_vma(mm, vma, addr, length, pgoff):
 
 def move_page_tables(mm, old_addr, new_addr, length):
     """mm/mremap.c: move_page_tables(): move every PTE; pages and their rmap stay as they are."""
-    moved = list(pgtable.iter_ptes(mm, old_addr, old_addr + length))
-    for addr, table, index, pte in moved:
-        del table.entries[index]
-    for addr, _table, _index, pte in moved:
-        pgtable.set_pte_at(mm, new_addr + (addr - old_addr), pte)
-    return len(moved)
+    moved = 0
+    for addr, _t, _i, _pte in list(pgtable.iter_ptes(mm, old_addr, old_addr + length)):
+        dst = new_addr + (addr - old_addr)
+        pgtable.lookup_pte_table(mm, dst, alloc=True)   # may reclaim: read the PTE after
+        table = pgtable.lookup_pte_table(mm, addr)
+        pte = table.entries.pop(pgtable.table_index(addr, 3), None) if table else None
+        if pte:
+            pgtable.set_pte_at(mm, dst, pte)
+            moved += 1
+    return moved
 
 
 def remap_move(proc, vrm):
