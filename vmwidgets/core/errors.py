@@ -29,9 +29,25 @@ class SyscallError(OSError):
         return (type(self), (self.errno, self.syscall, self.reason))
 
 
+_BY_ERRNO = {}
+
+
 def syscall_error(err, syscall, reason):
-    """Build the OSError a syscall raises: ``err`` is an errno value, ``reason`` plain words."""
-    return SyscallError(err, syscall, reason)
+    """Build the OSError a syscall raises: ``err`` is an errno value, ``reason`` plain words.
+
+    Like Python's ``os`` module, ENOENT gives a FileNotFoundError, EEXIST a
+    FileExistsError, EACCES/EPERM a PermissionError (all OSError subclasses).
+
+    >>> isinstance(syscall_error(2, "open", "no such file"), FileNotFoundError)
+    True
+    """
+    builtin = type(OSError(err, ""))
+    if builtin is OSError:
+        return SyscallError(err, syscall, reason)
+    cls = _BY_ERRNO.get(err)
+    if cls is None:
+        cls = _BY_ERRNO[err] = type(f"SyscallError_{builtin.__name__}", (SyscallError, builtin), {})
+    return cls(err, syscall, reason)
 
 
 class SegmentationFault(Exception):

@@ -213,7 +213,9 @@ def do_swap_page(vma, address, pte, write):
         page = machine.alloc_page("anon")
         if slot.data is not None:
             page.write(0, slot.data)
-        page.mapping = vma.anon_vma
+        # folio_add_new_anon_rmap(): a page that may still be shared with other processes
+        # is filed under the root anon_vma, where rmap finds every process of the family.
+        page.mapping = vma.anon_vma if exclusive else vma.anon_vma.root
         page.index = vma.linear_page_index(address)
         page.swap = slot
         slot.cache = page
