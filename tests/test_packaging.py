@@ -12,7 +12,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 
 # Top-level module names the core must never import.
 UI_LIBRARIES = ("ipywidgets", "matplotlib", "networkx", "IPython", "traitlets")

@@ -233,6 +233,20 @@ def test_bad_sysctl_values_are_refused(m, key, value):
     assert m.sysctl[key] == before
 
 
+def test_mmap_min_addr(m):
+    m.sysctl["vm.mmap_min_addr"] = 0x10000
+    user, root = m.spawn(root=False), m.spawn(root=True)
+    # A hint below mmap_min_addr is rounded up to it (mm/mmap.c: round_hint_to_min).
+    assert user.mmap(0x1000, P, RW, ANON) == 0x10000
+    # MAP_FIXED below it: EPERM without CAP_SYS_RAWIO (security/commoncap.c: cap_mmap_addr).
+    with pytest.raises(OSError) as info:
+        user.mmap(0x1000, P, RW, ANON | vw.MAP_FIXED)
+    assert info.value.errno == errno.EPERM
+    assert root.mmap(0x1000, P, RW, ANON | vw.MAP_FIXED) == 0x1000
+    assert root.mmap(0, P, RW, ANON | vw.MAP_FIXED) == 0
+    vw.validate(m)
+
+
 def _map_single_pages(p, start, count):
     """mmap ``count`` one-page VMAs at ``start``, with a hole after each (none can merge)."""
     for i in range(count):

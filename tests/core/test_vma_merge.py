@@ -10,7 +10,7 @@ import errno
 import pytest
 
 import vmwidgets as vw
-from tests.scenario import ANON, FIXED, R, RW, P, new_process, perms, pg, picture
+from tests.scenario import FIXED, R, RW, P, new_process, perms, pg, picture
 
 
 def test_new_range_merges_with_prev():

@@ -229,6 +229,44 @@ class Twin:
         raise Mismatch(f"{message}\nafter (last ops):\n    {trace}\nmodel state:\n{self.m.dump()}")
 
 
+def run_ops(twin, ops):
+    """Run a scenario on both sides, comparing after every step.
+
+    Each op is ``(name, args...)`` or ``(who, name, args...)``, ``who`` being the index of
+    the process; addresses are arena page numbers: ``("mmap", page, npages, prot, flags)``,
+    ``("munmap", page, npages)``, ``("mprotect"|"madvise", page, npages, value)``,
+    ``("mremap", page, old_npages, new_npages, flags, dst_page)``, ``("read"|"write", page)``,
+    ``(who, "fork")``, ``(who, "exit")``.
+    """
+    def addr(page):
+        return twin.base + page * P
+
+    for op in ops:
+        who, op = (op[0], op[1:]) if isinstance(op[0], int) else (0, op)
+        name, args = op[0], op[1:]
+        if name == "fork":
+            twin.fork(who)
+        elif name == "exit":
+            twin.exit(who)
+        elif name in ("read", "write"):
+            twin.access(addr(args[0]), name == "write", who=who)
+        elif name == "mmap":
+            page, n, prot, flags = args
+            twin.syscall("mmap", addr(page), n * P, prot, flags, who=who)
+        elif name == "munmap":
+            twin.syscall(name, addr(args[0]), args[1] * P, who=who)
+        elif name in ("mprotect", "madvise"):
+            twin.syscall(name, addr(args[0]), args[1] * P, args[2], who=who)
+        elif name == "mremap":
+            page, old, new, flags, dst = args
+            twin.syscall("mremap", addr(page), old * P, new * P, flags,
+                         addr(dst) if flags & vw.MREMAP_FIXED else 0, who=who)
+        else:
+            raise ValueError(f"unknown scenario op {op!r}")
+        vw.validate(twin.m)
+        twin.check()
+
+
 def read_ahead_kb(st_dev):
     """The read-ahead of the block device holding a file (128 when unknown)."""
     path = f"/sys/dev/block/{os.major(st_dev)}:{os.minor(st_dev)}/queue/read_ahead_kb"

@@ -9,7 +9,7 @@ Skips with the reason when the live kernel cannot be used (not Linux x86-64, no 
 import pytest
 
 import vmwidgets as vw
-from tests.live.difftools import Twin, require_live, run_random_trace
+from tests.live.difftools import Twin, require_live, run_ops, run_random_trace
 
 pytestmark = pytest.mark.live
 
@@ -132,35 +132,11 @@ SCENARIOS = {
 }
 
 
-def _addr(twin, page):
-    return twin.base + page * P
-
-
-def run_scenario(twin, ops):
-    for op in ops:
-        name, args = op[0], op[1:]
-        if name in ("read", "write"):
-            twin.access(_addr(twin, args[0]), name == "write")
-        elif name == "mmap":
-            page, n, prot, flags = args
-            twin.syscall("mmap", _addr(twin, page), n * P, prot, flags)
-        elif name in ("munmap",):
-            twin.syscall(name, _addr(twin, args[0]), args[1] * P)
-        elif name in ("mprotect", "madvise"):
-            twin.syscall(name, _addr(twin, args[0]), args[1] * P, args[2])
-        elif name == "mremap":
-            page, old, new, flags, dst = args
-            twin.syscall("mremap", _addr(twin, page), old * P, new * P, flags,
-                         _addr(twin, dst) if flags & vw.MREMAP_FIXED else 0)
-        vw.validate(twin.m)
-        twin.check()
-
-
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_scenario_matches_kernel(name):
     require_live()
     with Twin(arena_pages=16) as twin:
-        run_scenario(twin, SCENARIOS[name])
+        run_ops(twin, SCENARIOS[name])
 
 
 # Raw calls whose errno (or success) must match, each in a fresh pair of processes.

@@ -8,7 +8,7 @@ ANON / ZERO_PAGE / MMAP flags.
 import pytest
 
 import vmwidgets as vw
-from tests.live.difftools import Twin, require_live, run_random_family_trace
+from tests.live.difftools import Twin, require_live, run_ops, run_random_family_trace
 
 pytestmark = pytest.mark.live
 
@@ -55,31 +55,11 @@ SCENARIOS = {
 }
 
 
-def run(twin, ops):
-    for op in ops:
-        who, name, args = op[0], op[1], op[2:]
-        if name == "fork":
-            twin.fork(who)
-        elif name == "exit":
-            twin.exit(who)
-        elif name in ("read", "write"):
-            twin.access(twin.base + args[0] * P, name == "write", who=who)
-        elif name == "mmap":
-            page, n, prot, flags = args
-            twin.syscall("mmap", twin.base + page * P, n * P, prot, flags, who=who)
-        elif name == "munmap":
-            twin.syscall(name, twin.base + args[0] * P, args[1] * P, who=who)
-        else:
-            twin.syscall(name, twin.base + args[0] * P, args[1] * P, args[2], who=who)
-        vw.validate(twin.m)
-        twin.check()
-
-
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_fork_scenario_matches_kernel(name):
     require_live()
     with Twin(arena_pages=16) as twin:
-        run(twin, SCENARIOS[name])
+        run_ops(twin, SCENARIOS[name])
 
 
 @pytest.mark.parametrize("seed", range(16))

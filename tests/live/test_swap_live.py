@@ -13,7 +13,8 @@ import pytest
 
 import vmwidgets as vw
 from tests.live.difftools import Twin, require_live, root_available
-from tests.live.test_differential import RW, FIXED, run_scenario
+from tests.live.difftools import run_ops
+from tests.live.test_differential import RW, FIXED
 
 pytestmark = pytest.mark.live
 SWAP_SIZE = 64 << 20
@@ -64,4 +65,4 @@ SWAP_SCENARIOS = {
 @pytest.mark.parametrize("name", sorted(SWAP_SCENARIOS))
 def test_swap_scenario_matches_kernel(live_swap, name):
     with Twin(arena_pages=16, swap=SWAP_SIZE) as twin:
-        run_scenario(twin, SWAP_SCENARIOS[name])
+        run_ops(twin, SWAP_SCENARIOS[name])

@@ -25,6 +25,10 @@ class Page:
 
     def __init__(self, pfn):
         self.pfn = pfn
+        self.reset()
+
+    def reset(self):
+        """The state of a free frame: no references, no owner, no data."""
         self.refcount = 0
         self.mapcount = 0
         self.kind = "free"       # free | anon | file | pgtable | zero | kernel

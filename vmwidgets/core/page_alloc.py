@@ -57,18 +57,7 @@ class PhysicalMemory:
     def free_page(self, page):
         """__free_pages(): back to the free list; the frame forgets everything."""
         assert page.kind not in ("free", "zero", "kernel"), page
-        page.kind = "free"
-        page.refcount = 0
-        page.mapcount = 0
-        page.mapping = None
-        page.index = 0
-        page.data = None
-        page.anon_exclusive = False
-        page.dirty = False
-        page.referenced = False
-        page.table = None
-        page.swap = None
-        page.lru = 0
+        page.reset()
         self.free_list.append(page.pfn)
 
     def put_page(self, page):
