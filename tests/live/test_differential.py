@@ -111,6 +111,9 @@ SCENARIOS = {
     "mremap moves two VMAs at once (6.17+)": [
         ("mmap", 0, 2, RW, FIXED), ("mmap", 2, 2, R, FIXED), ("write", 0),
         ("mremap", 0, 4, 4, MOVE, 8)],
+    "mremap move where the target splits a later source VMA": [
+        ("mmap", 0, 12, RW, FIXED), ("mprotect", 1, 1, 0), ("write", 2),
+        ("mremap", 1, 3, 3, MOVE, 4), ("read", 5)],
     "mremap FIXED onto overlap": [("mmap", 0, 4, RW, FIXED), ("mremap", 0, 4, 4, MOVE, 2)],
     "mremap DONTUNMAP": [("mmap", 0, 4, RW, FIXED), ("write", 0),
                          ("mremap", 0, 4, 4, MOVE | vw.MREMAP_DONTUNMAP, 8), ("read", 0)],

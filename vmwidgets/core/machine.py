@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from . import madvise as madvise_mod, memory, mmap as mmap_mod, mprotect as mprotect_mod
 from . import mremap as mremap_mod, pgtable, vma as vma_mod
+from .flags import SEGV_MAPERR
 from .errors import (EBADF, ENOENT, ENOMEM, OutOfMemory, ProcessKilled, SegmentationFault,
                      syscall_error)
 from .filemap import File
@@ -364,12 +365,14 @@ class Process:
     def _access(self, addr, size, write, fn):
         self._check_alive()
         self.machine.current = self
-        if addr < 0 or addr + size > TASK_SIZE:
-            from .flags import SEGV_MAPERR
-            raise SegmentationFault(addr, SEGV_MAPERR, "write" if write else "read",
-                                    "the address is outside user space")
+        addr &= ULONG_MAX           # a pointer: negative numbers wrap as in C
         pages = range(addr & PAGE_MASK, addr + size, PAGE_SIZE) if size else []
         for page_addr in pages:   # refuse before changing anything
+            if page_addr >= TASK_SIZE:
+                # arch/x86/mm/fault.c: above TASK_SIZE_MAX is kernel space.
+                raise SegmentationFault(max(page_addr, addr), SEGV_MAPERR,
+                                        "write" if write else "read",
+                                        "the address is outside user space")
             pte = pgtable.get_pte(self.mm, page_addr)
             if not memory._hw_allows(pte, write):
                 memory.check_user_access(self.mm, max(page_addr, addr), write)

@@ -259,7 +259,12 @@ def remap_move(proc, vrm):
     res = None
     last_end = None
     outcomes = []
-    for vma in mm.vmas_in(start, end):
+    cursor = start
+    while True:
+        # Look the next VMA up afresh: moving one may have split another (its target unmap).
+        vma = mm.find_vma(cursor)
+        if vma is None or vma.vm_start >= end:
+            break
         if res is None and start < vma.vm_start:
             raise _fail(EFAULT, f"old address {start:#x} is not mapped")
         addr = max(vma.vm_start, start)
@@ -269,14 +274,14 @@ def remap_move(proc, vrm):
         multi_allowed = vma.vm_file is None or vma.vm_file.shmem
         if not multi_allowed and (res is not None or vma.vm_end < end):
             raise _fail(EFAULT, "a file mapping can only be moved on its own")
-        step = VmaRemapStruct(addr, length, length, vrm.flags, target + offset,
-                              mm.vma_lookup(addr))
+        step = VmaRemapStruct(addr, length, length, vrm.flags, target + offset, vma)
         check_prep_vma(proc, step)
         got, outcome = mremap_to(proc, step)
         outcomes.append(outcome)
         if res is None:
             res = got
         target = got + length
+        cursor = addr + length
     if res is None:
         raise _fail(EFAULT, f"old address {start:#x} is not mapped")
     return res, "; ".join(outcomes)
