@@ -68,14 +68,15 @@ def copy_page_range(dst_vma, src_vma):
     src_mm, dst_mm = src_vma.vm_mm, dst_vma.vm_mm
     cow = is_cow_mapping(src_vma.vm_flags)
     n = 0
-    for addr, _t, _i, _pte in list(pgtable.iter_ptes(src_mm, src_vma.vm_start,
-                                                      src_vma.vm_end)):
-        # Allocate the child's table first: that may reclaim, and so change the parent's
-        # PTE; read the PTE only afterwards (the kernel holds both PTE locks instead).
-        pgtable.lookup_pte_table(dst_mm, addr, alloc=True)
-        table = pgtable.lookup_pte_table(src_mm, addr)
-        index = pgtable.table_index(addr, 3)
-        pte = table.entries.get(index) if table is not None else None
+    current = None
+    for addr, table, index, _ in list(pgtable.iter_ptes(src_mm, src_vma.vm_start,
+                                                        src_vma.vm_end)):
+        if table is not current:
+            # Allocate the child's table before reading this table's PTEs: allocating may
+            # reclaim and so change them (the kernel holds both PTE locks instead).
+            pgtable.lookup_pte_table(dst_mm, addr, alloc=True)
+            current = table
+        pte = table.entries.get(index)
         if not pte:
             continue
         if not pte_present(pte):
