@@ -267,8 +267,10 @@ def remap_move(proc, vrm):
             break
         if res is None and start < vma.vm_start:
             raise _fail(EFAULT, f"old address {start:#x} is not mapped")
-        addr = max(vma.vm_start, start)
+        addr = max(vma.vm_start, cursor)
         length = min(end, vma.vm_end) - addr
+        if length <= 0:
+            break       # MREMAP_DONTUNMAP left the last source VMA in place
         offset = vma.vm_start - last_end if last_end is not None else 0
         last_end = vma.vm_end
         multi_allowed = vma.vm_file is None or vma.vm_file.shmem
