@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import json
 import shutil
 import signal
 import socket
@@ -120,6 +121,14 @@ def lab_server(tmp_path, artifacts_dir):
     """A real JupyterLab server on 127.0.0.1 serving a copy of lessons/."""
     root = tmp_path / "lessons"
     shutil.copytree(REPO_ROOT / "lessons", root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    # The lessons are committed with their outputs (nbval compares them); the browser test
+    # must see outputs appear from its own run, so the copy starts with none.
+    for nb_path in root.glob("*.ipynb"):
+        nb = json.loads(nb_path.read_text())
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code":
+                cell["outputs"], cell["execution_count"] = [], None
+        nb_path.write_text(json.dumps(nb, indent=1))
     port, token = _free_port(), secrets.token_hex(16)
     # Keep Jupyter's config, settings and workspaces out of the user's home,
     # so the test always sees a pristine JupyterLab.

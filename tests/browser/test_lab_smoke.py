@@ -32,6 +32,16 @@ JS_RUN_FINISHED = """() => {
 def open_notebook(page, server, name):
     page.goto(f"{server.url}/lab/tree/{name}?token={server.token}", wait_until="domcontentloaded")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+    # JupyterLab may ask which kernel to start (e.g. when a kernel from an earlier session is
+    # still known); a student accepts the proposed Python 3 kernel.
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    accept = page.locator(".jp-Dialog button.jp-mod-accept")
+    try:
+        accept.wait_for(timeout=5_000)
+        accept.click()
+    except PlaywrightTimeoutError:
+        pass
     # The kernel has started and is waiting for work.
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
 
