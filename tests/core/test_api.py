@@ -53,7 +53,7 @@ def zero_pfn(p):
     return pfn
 
 
-# -- argument types -----------------------------------------------------------------------------
+# -- argument types ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("call, name", [
     (lambda p: p.mmap("0", P, RW, ANON), "addr"),
@@ -104,7 +104,7 @@ def test_bytes_like_data_is_accepted(p):
     assert p.read(a, 4) == b"abcd"
 
 
-# -- negative ints are unsigned 64-bit, as in the syscall ABI --------------------------------------
+# -- negative ints are unsigned 64-bit, as in the syscall ABI ----------------------------------
 
 @pytest.mark.parametrize("call, err", [
     # start above TASK_SIZE
@@ -184,7 +184,7 @@ def test_a_failed_syscall_is_recorded_with_its_errno(p, m):
     assert (event.call, event.errno, event.result) == ("munmap", errno.EINVAL, None)
 
 
-# -- Machine and sysctl ---------------------------------------------------------------------------
+# -- Machine and sysctl ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("ram, pages", [
     ("64M", 16384), ("64MB", 16384), ("64MiB", 16384), ("1G", 262144), ("512K", 128),
@@ -315,7 +315,7 @@ def test_max_map_count_split_vma_refuses_at_the_limit(m, p):
     vw.validate(m)
 
 
-# -- pagemap, kpagecount, kpageflags --------------------------------------------------------------
+# -- pagemap, kpagecount, kpageflags -----------------------------------------------------------
 
 def test_pagemap_int_encoding(p):
     a = fixed(p, FAR, 3)
@@ -378,7 +378,7 @@ def test_kpage_pfn_outside_ram(m):
         m.kpageflags(-1)
 
 
-# -- find_vma, for_each_vma ------------------------------------------------------------------------
+# -- find_vma, for_each_vma --------------------------------------------------------------------
 
 def test_find_vma(p):
     a = fixed(p, FAR, 2)
@@ -412,7 +412,7 @@ def test_for_each_vma_yields_in_address_order(p):
         assert line.startswith(f"{vma.vm_start:x}-{vma.vm_end:x} ")
 
 
-# -- validate ------------------------------------------------------------------------------------------
+# -- validate ----------------------------------------------------------------------------------
 
 def test_validate_accepts_a_consistent_machine(m, p):
     a = fixed(p, FAR, 4)
@@ -452,7 +452,7 @@ def test_validate_reports_a_pte_outside_every_vma(m, p):
         vw.validate(m)
 
 
-# -- the spawn layout -----------------------------------------------------------------------------------
+# -- the spawn layout --------------------------------------------------------------------------
 
 SPAWN_MAPS = """\
 555555554000-555555555000 r--p 00000000 fe:00 260131                     /usr/bin/demo
@@ -496,7 +496,7 @@ def test_shared_anonymous_maps_line(p):
     assert line.endswith(" /dev/zero (deleted)")
 
 
-# -- SIGSEGV ----------------------------------------------------------------------------------------
+# -- SIGSEGV -----------------------------------------------------------------------------------
 
 def test_sigsegv_on_unmapped_is_maperr(p):
     a = fixed(p, FAR, 1)
@@ -576,7 +576,7 @@ def test_access_to_the_top_page_of_user_space_is_maperr(p):
     assert info.value.si_code == vw.SEGV_MAPERR
 
 
-# -- faults -----------------------------------------------------------------------------------------
+# -- faults ------------------------------------------------------------------------------------
 
 def test_write_across_a_page_boundary(m, p):
     a = fixed(p, FAR, 2)
@@ -651,7 +651,7 @@ def test_without_populate_nothing_is_present(p):
     assert not any(p.pagemap(a + i * P).present for i in range(4))
 
 
-# -- munmap frees frames and page tables -----------------------------------------------------------------
+# -- munmap frees frames and page tables -------------------------------------------------------
 
 def _pgtable_frames(m):
     return sum(1 for page in m.phys.pages.values() if page.kind == "pgtable")
@@ -688,7 +688,7 @@ def test_munmap_of_nothing_mapped_succeeds(p):
     assert p.proc_maps() == before
 
 
-# -- brk ------------------------------------------------------------------------------------------------
+# -- brk ---------------------------------------------------------------------------------------
 
 def heap_line(p):
     return next(line for line in maps_lines(p) if line.endswith("[heap]"))
