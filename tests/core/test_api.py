@@ -773,3 +773,24 @@ def test_brk_far_above_is_refused(m, p, request_):
 @pytest.mark.parametrize("request_", [-1, -P + 1, -2048])
 def test_brk_to_the_last_page_of_the_address_space_is_refused(m, p, request_):
     _check_brk_refused(m, p, request_)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "model bug: sys_brk() lets do_vmi_align_munmap()'s ENOMEM escape as an OSError (brk "
+    "never returns an errno) and leaves mm.brk at the new value; Linux 6.18 goes to 'out': "
+    "mm->brk = origbrk, return origbrk"))
+def test_brk_shrink_refused_at_max_map_count_returns_the_old_break(m, p):
+    cur = p.brk(0)
+    # An anonymous mapping right above the heap merges with it (checked on a live kernel),
+    # so shrinking the break now unmaps the middle of that VMA: one more VMA.
+    fixed(p, cur, 4)
+    assert heap_line(p).startswith(f"{START_BRK:x}-{cur + 4 * P:x} ")
+    m.sysctl["vm.max_map_count"] = p.mm.map_count
+    before = p.proc_maps()
+    assert p.brk(cur - 2 * P) == cur
+    assert p.mm.brk == cur
+    assert p.proc_maps() == before
+    # One VMA of headroom and the same shrink splits the VMA.
+    m.sysctl["vm.max_map_count"] = p.mm.map_count + 1
+    assert p.brk(cur - 2 * P) == cur - 2 * P
+    vw.validate(m)
