@@ -775,10 +775,6 @@ def test_brk_to_the_last_page_of_the_address_space_is_refused(m, p, request_):
     _check_brk_refused(m, p, request_)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "model bug: sys_brk() lets do_vmi_align_munmap()'s ENOMEM escape as an OSError (brk "
-    "never returns an errno) and leaves mm.brk at the new value; Linux 6.18 goes to 'out': "
-    "mm->brk = origbrk, return origbrk"))
 def test_brk_shrink_refused_at_max_map_count_returns_the_old_break(m, p):
     cur = p.brk(0)
     # An anonymous mapping right above the heap merges with it (checked on a live kernel),

@@ -31,8 +31,7 @@ machine longer with random seeds, e.g.::
                                            max_examples=3000, stateful_step_count=100)
 
 Model bugs it found are kept at the end of this file as regression tests (each was a
-strict xfail reproducer until the model was fixed). Where a bug is still open, the machine
-steers clear of it (``hits_brk_split_bug``) and a strict xfail test reproduces it.
+strict xfail reproducer until the model was fixed).
 """
 
 import errno
@@ -136,21 +135,6 @@ def _long_data(n, first, step):
 DATA = st.one_of(st.binary(min_size=1, max_size=24), st.just(b""),
                  st.builds(_long_data, st.integers(P - 8, P + 40), st.integers(0, 255),
                            st.integers(1, 255)))
-
-
-# -- model bugs the machine steers clear of ----------------------------------------------------
-# Each has a strict xfail reproducer; when the model is fixed it XPASSes, and the guard here
-# should go with its xfail mark.
-
-def hits_brk_split_bug(mm, want):
-    """A brk shrink that must split a VMA in two at vm.max_map_count raises OSError in the
-    model: see test_api.py::test_brk_shrink_refused_at_max_map_count_returns_the_old_break."""
-    newbrk, oldbrk = page_up(want), page_up(mm.brk)
-    if not (mm.start_brk <= want and newbrk < oldbrk):
-        return False
-    vma = mm.vma_lookup(newbrk)
-    return (vma is not None and vma.vm_start < newbrk and oldbrk < vma.vm_end
-            and mm.map_count >= mm.machine.sysctl["vm.max_map_count"])
 
 
 class VmStateMachine(RuleBasedStateMachine):
@@ -434,8 +418,6 @@ class VmStateMachine(RuleBasedStateMachine):
         mm = self.p.mm
         old = mm.brk
         want = absolute if absolute is not None else max(0, page_down(old) + delta * P + odd)
-        if hits_brk_split_bug(mm, want):
-            return
         got = self.p.brk(want)
         assert got in (old, want), (hex(got), hex(old), hex(want))
         assert mm.brk == got

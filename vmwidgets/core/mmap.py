@@ -318,7 +318,11 @@ def sys_brk(proc, brk):
         if not in_range:
             return origbrk, "refused: no heap VMA to shrink"
         mm.brk = brk
-        vma_mod.do_vmi_align_munmap(mm, newbrk, oldbrk, "brk")
+        try:
+            vma_mod.do_vmi_align_munmap(mm, newbrk, oldbrk, "brk")
+        except OSError as err:          # a split at vm.max_map_count: ENOMEM
+            mm.brk = origbrk
+            return origbrk, f"refused: shrinking the heap failed ({err.strerror})"
         return brk, f"heap shrank: {newbrk:#x}-{oldbrk:#x} unmapped"
     nxt = mm.vmas_in(oldbrk, newbrk + PAGE_SIZE + STACK_GUARD_GAP)
     if nxt and newbrk + PAGE_SIZE > vm_start_gap(nxt[0]):
