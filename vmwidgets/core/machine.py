@@ -20,8 +20,8 @@ b'hi'
 >>> vw.validate(m)
 """
 
-import itertools
-from collections import Counter
+import functools
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from . import madvise as madvise_mod, memory, mmap as mmap_mod, mprotect as mprotect_mod
@@ -37,6 +37,8 @@ from .flags import (DEFAULT_MAX_MAP_COUNT, DEFAULT_MMAP_MIN_ADDR, PAGE_MASK, PAG
 from .mm_types import MmStruct, VmAreaStruct, VmOps
 from . import swap as swap_mod
 from .swap import SwapArea
+from .timeline import Op, StepRecord, Timeline
+from .. import trace
 
 #: arch/x86/include/asm/elf.h: ELF_ET_DYN_BASE, where a PIE binary loads without ASLR.
 ELF_ET_DYN_BASE = 0x555555554000
@@ -59,26 +61,58 @@ _SYSCTL_DEFAULTS = {
 
 
 class Sysctl(dict):
-    """``/proc/sys/vm`` settings the model honours; unknown names are refused."""
+    """``/proc/sys/vm`` settings the model honours; unknown names are refused. Setting one is a
+    step of the machine (``sysctl -w``), so the timeline replays it."""
 
-    def __init__(self):
+    def __init__(self, machine):
         super().__init__(_SYSCTL_DEFAULTS)
+        self.machine = machine
 
     def __setitem__(self, key, value):
+        self.check(key, value)
+        self.machine.set_sysctl(key, value)
+
+    @staticmethod
+    def check(key, value):
         if key not in _SYSCTL_DEFAULTS:
-            raise KeyError(f"unknown sysctl {key!r}; known: {', '.join(sorted(self))}")
+            raise KeyError(f"unknown sysctl {key!r}; known: {', '.join(sorted(_SYSCTL_DEFAULTS))}")
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"sysctl {key} takes a non-negative int, got {value!r}")
         if key == "vm.overcommit_memory" and value not in (0, 1, 2):
             raise ValueError("vm.overcommit_memory is 0 (heuristic), 1 (always) or 2 (never)")
-        super().__setitem__(key, value)
+
+    def __reduce__(self):
+        return (_restore_sysctl, (self.machine, dict(self)))
+
+
+def _restore_sysctl(machine, values):
+    sysctl = Sysctl(machine)
+    dict.update(sysctl, values)
+    return sysctl
+
+
+def step(fn):
+    """Make a public operation one step of the machine: it is logged (so the timeline can
+    replay it), traced (its kernel call tree), and its events are kept with it. Calls made
+    while a step runs (``touch`` reading, the OOM killer's ``kill``) are part of that step.
+    Bad arguments (``TypeError``/``ValueError``) are not steps: nothing happened."""
+    call = fn.__name__
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        machine = self if isinstance(self, Machine) else self.machine
+        if machine._step is not None:
+            return fn(self, *args, **kwargs)
+        return machine._run_step(self, call, fn, args, kwargs)
+
+    return wrapper
 
 
 @dataclass
 class Event:
     """One step of the machine: a syscall or memory access and what the kernel did."""
 
-    step: int
+    seq: int
     pid: int
     call: str
     args: tuple
@@ -90,7 +124,7 @@ class Event:
         args = ", ".join(hex(a) if isinstance(a, int) and a > 9 else repr(a) for a in self.args)
         res = f"errno {self.errno}" if self.errno else (
             hex(self.result) if isinstance(self.result, int) and self.result > 9 else repr(self.result))
-        return f"#{self.step} pid {self.pid}: {self.call}({args}) = {res}"
+        return f"#{self.seq} pid {self.pid}: {self.call}({args}) = {res}"
 
 
 def _parse_size(value, name):
@@ -118,7 +152,8 @@ class Machine:
         file faults (Linux defaults to 128; ``/sys/block/*/queue/read_ahead_kb``).
     """
 
-    def __init__(self, ram="256M", swap=0, read_ahead_kb=128):
+    def __init__(self, ram="256M", swap=0, read_ahead_kb=128, *, history=True, trace=True,
+                 checkpoint_every=100, keep_events=10_000):
         from .page_alloc import PhysicalMemory
         ram = _parse_size(ram, "ram")
         self.phys = PhysicalMemory(ram >> PAGE_SHIFT)
@@ -128,15 +163,102 @@ class Machine:
         self.read_ahead_kb = read_ahead_kb
         self.stats = Counter()
         self.current = None
-        self.sysctl = Sysctl()
+        self.sysctl = Sysctl(self)
         self.processes = []
         self.anon_vmas = {}
-        self.events = []
-        self._pids = itertools.count(1)
-        self._shmem_inos = itertools.count(1)
+        self.events = deque(maxlen=keep_events)
+        self._nevents = 0
+        self._last_pid = 0
+        self._last_shmem_ino = 0
         self._ids = {}
         self.binary = File("/usr/bin/demo", _demo_binary(), ino=260131)
         self.files = {self.binary.path: self.binary}
+        #: Steps run so far; the StepRecord of the one running (None between steps).
+        self.nr_steps = 0
+        self._step = None
+        self.frozen = False
+        self.tracing = trace
+        self.timeline = None
+        if history:
+            self.timeline = Timeline(self, checkpoint_every)
+
+    # -- steps ---------------------------------------------------------------------------------
+    def _run_step(self, task, call, fn, args, kwargs):
+        if self.frozen:
+            raise RuntimeError("this machine is a past state from a timeline (read-only); "
+                               "run operations on the live machine")
+        args = tuple(bytes(a) if isinstance(a, (bytearray, memoryview)) else a for a in args)
+        record = StepRecord(self.nr_steps, Op(0 if task is self else task.pid, call, args,
+                                              kwargs))
+        self._step = record
+        previous = trace.begin(call, record.op.shown()) if self.tracing else trace.pause()
+        try:
+            result = fn(task, *args, **kwargs)
+        except (TypeError, ValueError, KeyError, ProcessLookupError):
+            trace.end(previous) if self.tracing else trace.resume(previous)
+            self._step = None
+            raise
+        except BaseException as exc:
+            record.error = trace._error_text(exc)
+            self._finish_step(record, previous)
+            raise
+        record.result = result
+        self._finish_step(record, previous)
+        return result
+
+    def _finish_step(self, record, previous):
+        if self.tracing:
+            record.trace = trace.end(previous)
+            record.trace.error = record.error
+            if record.result is not None:
+                record.trace.result = trace.fmt_value(record.result)
+        else:
+            trace.resume(previous)
+        self._step = None
+        self.nr_steps += 1
+        if self.timeline is not None:
+            self.timeline.append(record)
+
+    def apply(self, op):
+        """Run a logged :class:`Op` again (the timeline's replay). Returns ``(result,
+        error)``: the exception is caught and given as text, as in :class:`StepRecord`."""
+        target = self if op.target == 0 else self.task(op.target)
+        try:
+            return getattr(target, op.call)(*op.args, **op.kwargs), None
+        except Exception as exc:  # noqa: BLE001 - replayed as it happened the first time
+            return None, trace._error_text(exc)
+
+    def task(self, pid):
+        """The live process (or thread) with this id."""
+        for proc in self.processes:
+            if proc.pid == pid:
+                return proc
+        raise ProcessLookupError(f"no process {pid} is running")
+
+    def step_record(self, index):
+        """The :class:`StepRecord` of step ``index``: its op, result, events and call tree."""
+        if self.timeline is None:
+            raise RuntimeError("this machine keeps no history (Machine(history=False))")
+        return self.timeline.record(index)
+
+    @property
+    def last_step(self):
+        """The record of the most recent step, or ``None`` before the first."""
+        return self.step_record(self.nr_steps - 1) if self.nr_steps else None
+
+    @step
+    def set_sysctl(self, name, value):
+        """``sysctl -w name=value`` (the same as ``m.sysctl[name] = value``)."""
+        Sysctl.check(name, value)
+        dict.__setitem__(self.sysctl, name, value)
+        return value
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["timeline"] = None
+        state["events"] = deque(maxlen=self.events.maxlen)
+        state["_step"] = None
+        return state
 
     def alloc_page(self, kind):
         """A frame for the kernel. When RAM is full: direct reclaim, then the OOM killer
@@ -156,17 +278,23 @@ class Machine:
             swap_mod.lru_add(self, page)
         return page
 
+    @step
     def reclaim(self, nr_pages):
         """Free up to ``nr_pages`` frames as kswapd would (LRU order, rmap walk,
         try_to_unmap, swap-out). Returns the number of frames freed."""
         _check_int(nr_pages, "nr_pages")
         freed = swap_mod.reclaim(self, nr_pages)
-        self.events.append(Event(len(self.events), 0, "reclaim", (nr_pages,), freed, 0,
-                                 [f"{freed} page(s) reclaimed"]))
+        self._add_event(Event(0, 0, "reclaim", (nr_pages,), freed, 0,
+                              [f"{freed} page(s) reclaimed"]))
         return freed
 
     def next_shmem_ino(self):
-        return next(self._shmem_inos)
+        self._last_shmem_ino += 1
+        return self._last_shmem_ino
+
+    def next_pid(self):
+        self._last_pid += 1
+        return self._last_pid
 
     def new_id(self, kind):
         """A small id, counted per machine and per kind, so runs replay identically."""
@@ -174,16 +302,18 @@ class Machine:
         return self._ids[kind]
 
     # -- processes -----------------------------------------------------------------------
+    @step
     def spawn(self, root=True):
         """A process as after exec of a small PIE program: text/data, [heap], [vvar],
         [vvar_vclock], [vdso] just below ``mmap_base`` and [stack] at the top (no ASLR,
         as with ``setarch -R``)."""
-        proc = Process(self, next(self._pids), root)
+        proc = Process(self, self.next_pid(), root)
         _exec_layout(proc)
         self.processes.append(proc)
         self._record(proc, "spawn", (), proc.pid, ["exec-time layout"])
         return proc
 
+    @step
     def create_file(self, path, data=b""):
         """Create (or replace) a file in the machine's small in-memory filesystem."""
         if not isinstance(path, str) or not path.startswith("/"):
@@ -224,8 +354,14 @@ class Machine:
                    if v.vm_flags & VM_ACCOUNT)
 
     def _record(self, proc, call, args, result, outcome, errno=0):
-        event = Event(len(self.events), proc.pid, call, args, result, errno, list(outcome))
+        return self._add_event(Event(0, proc.pid, call, args, result, errno, list(outcome)))
+
+    def _add_event(self, event):
+        event.seq = self._nevents
+        self._nevents += 1
         self.events.append(event)
+        if self._step is not None:
+            self._step.events.append(event)
         return event
 
     def dump(self):
@@ -292,36 +428,42 @@ class Process:
         return result
 
     # -- syscalls ---------------------------------------------------------------------------
+    @step
     def mmap(self, addr, length, prot, flags, fd=-1, offset=0):
         """mmap(2). Returns the address of the new mapping."""
         args = (_u64(addr, "addr"), _u64(length, "length"), _u64(prot, "prot"),
                 _u64(flags, "flags"), _fd(fd), _u64(offset, "offset"))
         return self._syscall("mmap", args, lambda: mmap_mod.do_mmap(self, *args))
 
+    @step
     def munmap(self, addr, length):
         """munmap(2). Returns 0."""
         args = (_u64(addr, "addr"), _u64(length, "length"))
         return self._syscall("munmap", args, lambda: (
             vma_mod.do_vmi_munmap(self.mm, *args), f"unmapped {args[0]:#x}+{args[1]:#x}"))
 
+    @step
     def mprotect(self, addr, length, prot):
         """mprotect(2). Returns 0."""
         args = (_u64(addr, "addr"), _u64(length, "length"), _u64(prot, "prot"))
         return self._syscall("mprotect", args, lambda: (
             0, mprotect_mod.do_mprotect_pkey(self, *args)))
 
+    @step
     def madvise(self, addr, length, advice):
         """madvise(2). Returns 0."""
         args = (_u64(addr, "addr"), _u64(length, "length"), _u64(advice, "advice"))
         return self._syscall("madvise", args, lambda: (
             0, madvise_mod.do_madvise(self, *args)))
 
+    @step
     def mremap(self, old_addr, old_size, new_size, flags=0, new_addr=0):
         """mremap(2). Returns the (possibly new) address."""
         args = (_u64(old_addr, "old_addr"), _u64(old_size, "old_size"),
                 _u64(new_size, "new_size"), _u64(flags, "flags"), _u64(new_addr, "new_addr"))
         return self._syscall("mremap", args, lambda: mremap_mod.do_mremap(self, *args))
 
+    @step
     def brk(self, addr):
         """brk(2) as the kernel implements it: returns the new break, or the unchanged one
         when the request is refused (never an errno; glibc's sbrk() turns that into ENOMEM)."""
@@ -329,6 +471,7 @@ class Process:
         return self._syscall("brk", args, lambda: mmap_mod.sys_brk(self, *args))
 
     # -- memory accesses ------------------------------------------------------------------------
+    @step
     def write(self, addr, data):
         """Store ``data`` at ``addr`` as user code would: page-table walk, faults, COW."""
         _check_int(addr, "addr")
@@ -338,6 +481,7 @@ class Process:
         self._access(addr, len(data), True, lambda page, off, lo, hi: page.write(off, data[lo:hi]))
         self.machine._record(self, "write", (addr, len(data)), None, [f"{len(data)} byte(s)"])
 
+    @step
     def read(self, addr, size):
         """Load ``size`` bytes from ``addr`` (a read fault maps the zero page)."""
         _check_int(addr, "addr")
@@ -349,6 +493,7 @@ class Process:
         self.machine._record(self, "read", (addr, size), None, [f"{size} byte(s)"])
         return bytes(out)
 
+    @step
     def touch(self, addr, write=False):
         """Access one byte: a read, or a read-modify-write that stores the byte back
         unchanged (like an x86 ``lock or byte [addr], 0``: it faults as a write, before
@@ -398,6 +543,7 @@ class Process:
         return pagemap_entry(self.mm, addr, show_pfn)
 
     # -- files ------------------------------------------------------------------------------------
+    @step
     def open(self, path, flags=0):
         """open(2) on the machine's filesystem: ``O_RDONLY``, ``O_WRONLY`` or ``O_RDWR``
         (``os.O_*`` values; ``O_CREAT`` creates an empty file). Returns the fd."""
@@ -417,6 +563,7 @@ class Process:
         self.machine._record(self, "open", (path, flags), fd, [f"fd {fd} -> {path}"])
         return fd
 
+    @step
     def close(self, fd):
         """close(2). A mapping made from the fd stays valid."""
         _check_int(fd, "fd")
@@ -427,13 +574,14 @@ class Process:
         return 0
 
     # -- fork and exit ------------------------------------------------------------------------------
+    @step
     def fork(self):
         """fork(2): a child process with a copy-on-write copy of this address space."""
         self._check_alive()
         from . import fork as fork_mod
         self.machine.current = self
         try:
-            child = Process(self.machine, next(self.machine._pids), self.root)
+            child = Process(self.machine, self.machine.next_pid(), self.root)
             child.files = dict(self.files)
             child.file_modes = dict(self.file_modes)
             outcome = fork_mod.dup_mmap(child, self)
@@ -449,11 +597,13 @@ class Process:
         self.machine._record(self, "fork", (), child.pid, outcome)
         return child
 
+    @step
     def exit(self):
         """exit(2): unmap everything; frames go back when no other process uses them."""
         self._check_alive()
         self._teardown("exit", "exited")
 
+    @step
     def kill(self, reason):
         """SIGKILL (the OOM killer uses this): the process exits at once."""
         self._check_alive()

@@ -160,6 +160,26 @@ class VmAreaStruct:
                 f"pgoff={self.vm_pgoff:#x}, id={self.id})")
 
 
+def _vm_start(vma):
+    return vma.vm_start
+
+
+class VmaTree(SortedKeyList):
+    """The VMAs of an mm sorted by ``vm_start`` (the maple tree's stand-in). Pickled with
+    its sort keys, so that loading it never reads a VMA that is still being unpickled (the
+    VMAs and their mm refer to each other)."""
+
+    def __init__(self):
+        super().__init__(key=_vm_start)
+
+    def __reduce__(self):
+        return (_empty_vma_tree, (), self.__dict__)
+
+
+def _empty_vma_tree():
+    return object.__new__(VmaTree)
+
+
 class MmStruct:
     """``struct mm_struct``: the address space of a process.
 
@@ -168,7 +188,7 @@ class MmStruct:
 
     def __init__(self, machine):
         self.machine = machine
-        self.mm_mt = SortedKeyList(key=lambda vma: vma.vm_start)
+        self.mm_mt = VmaTree()
         self.pgd = None
         self.mmap_base = 0
         self.task_size = 0

@@ -1,0 +1,190 @@
+"""The machine's history: every step logged, any earlier state rebuilt on demand.
+
+A step is one public operation (a syscall, an access, a fork, a sysctl ...). The timeline
+keeps, for every step, the :class:`Op` that ran it (a few dozen bytes), and for the most
+recent steps their whole :class:`StepRecord` (result, events, call tree). Every
+``checkpoint_every`` steps it pickles the machine. The state after step ``n`` is then the
+nearest checkpoint at or before ``n`` with the ops after it run again: the model is
+deterministic, so a replay reproduces the same state, results and call trees exactly.
+Older step records are rebuilt the same way, so memory stays bounded by the checkpoints.
+
+>>> import vmwidgets as vw
+>>> m = vw.Machine(ram="16M")
+>>> p = m.spawn()
+>>> a = p.mmap(0, 8192, vw.PROT_READ | vw.PROT_WRITE, vw.MAP_PRIVATE | vw.MAP_ANONYMOUS)
+>>> p.write(a, b"x")
+>>> before = m.timeline.state(2)           # after spawn and mmap, before the write
+>>> before.task(p.pid).pagemap(a).present, p.pagemap(a).present
+(False, True)
+>>> rec = m.timeline.record(2)
+>>> rec.op.call, rec.op.args == (a, b"x")
+('write', True)
+"""
+
+import pickle
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from .. import trace
+
+
+@dataclass(frozen=True)
+class Op:
+    """One logged public call: ``target`` is 0 for the machine, else a process (or thread) id;
+    ``call`` the method name. Plain data, so that a run can be saved and replayed."""
+
+    target: int
+    call: str
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+
+    def shown(self):
+        """The arguments as a call tree shows them."""
+        shown = {f"arg{i}": trace.fmt_value(a) for i, a in enumerate(self.args)}
+        shown.update((k, trace.fmt_value(v)) for k, v in self.kwargs.items())
+        if self.target:
+            shown = {"pid": str(self.target), **shown}
+        return shown
+
+    def __str__(self):
+        who = f"pid {self.target}: " if self.target else ""
+        args = [trace.fmt_value(a) for a in self.args]
+        args += [f"{k}={trace.fmt_value(v)}" for k, v in self.kwargs.items()]
+        return f"{who}{self.call}({', '.join(args)})"
+
+
+@dataclass
+class StepRecord:
+    """What one step did: its op, its result (or the error it raised, as ``-ENOMEM`` or an
+    exception name), the events it produced and its kernel call tree."""
+
+    index: int
+    op: Op
+    result: object = None
+    error: str = None
+    events: list = field(default_factory=list)
+    trace: object = None
+
+    def function_graph(self, cpu=0):
+        """The call tree in ftrace's function_graph format (empty if tracing was off)."""
+        return trace.function_graph(self.trace, cpu) if self.trace is not None else ""
+
+    def __str__(self):
+        out = f"step {self.index}: {self.op}"
+        return out + (f" -> {self.error}" if self.error else
+                      f" = {trace.fmt_value(self.result)}" if self.result is not None else "")
+
+
+class ReplayError(RuntimeError):
+    """A replay did not reproduce what the step did the first time: a determinism bug."""
+
+
+class Timeline:
+    """The history of one machine. ``len(timeline)`` steps have run; :meth:`state` gives the
+    machine after any number of them and :meth:`record` any step's record.
+
+    :param checkpoint_every: steps between two pickled checkpoints (the longest replay).
+    :param keep_records: how many recent step records to keep (older ones are rebuilt).
+    """
+
+    def __init__(self, machine, checkpoint_every=100, keep_records=2000, cache=4):
+        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be a positive int, got {checkpoint_every!r}")
+        self.machine = machine
+        self.checkpoint_every = checkpoint_every
+        self.keep_records = keep_records
+        self.ops = []
+        self.records = OrderedDict()
+        self.checkpoints = {0: self._pickle(machine)}
+        self._cache = OrderedDict()     # step -> read-only machine restored at that step
+        self._cache_size = cache
+
+    def __len__(self):
+        return len(self.ops)
+
+    @staticmethod
+    def _pickle(machine):
+        return pickle.dumps(machine, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def append(self, record):
+        """Log a finished step (called by the machine)."""
+        assert record.index == len(self.ops), (record.index, len(self.ops))
+        self.ops.append(record.op)
+        self.records[record.index] = record
+        while len(self.records) > self.keep_records:
+            self.records.popitem(last=False)
+        if len(self.ops) % self.checkpoint_every == 0:
+            self.checkpoints[len(self.ops)] = self._pickle(self.machine)
+
+    def _check(self, n, name):
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise TypeError(f"{name} must be an int, not {type(n).__name__}")
+        if not 0 <= n <= len(self.ops):
+            raise IndexError(f"{name} {n} is outside the history (0..{len(self.ops)})")
+
+    def state(self, n):
+        """The machine after the first ``n`` steps, read-only (``n == len(self)`` is the live
+        machine itself). Costs one checkpoint load and at most ``checkpoint_every - 1``
+        replayed steps; recently visited states are cached."""
+        self._check(n, "step")
+        if n == len(self.ops):
+            return self.machine
+        if n in self._cache:
+            self._cache.move_to_end(n)
+            return self._cache[n]
+        machine, _ = self._rebuild(n, records=False)
+        self._cache[n] = machine
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return machine
+
+    def record(self, index):
+        """The :class:`StepRecord` of step ``index`` (0-based), rebuilt by replay if it is no
+        longer kept."""
+        self._check(index, "index")
+        if index == len(self.ops):
+            raise IndexError(f"step {index} has not run yet (the history has {index} steps)")
+        if index in self.records:
+            return self.records[index]
+        _, rebuilt = self._rebuild(index + 1, records=True)
+        return rebuilt[index]
+
+    def _rebuild(self, n, records):
+        """Load the nearest checkpoint at or before ``n`` and replay up to ``n``. Returns the
+        frozen machine and, if asked, the records of the replayed steps (with call trees)."""
+        start = max(c for c in self.checkpoints if c <= n)
+        best = max((s for s in self._cache if start <= s <= n), default=None)
+        if best is not None and not records:
+            machine = pickle.loads(self._pickle(self._cache[best]))
+            start = best
+        else:
+            machine = pickle.loads(self.checkpoints[start])
+        machine.frozen = False
+        machine.tracing = records and self.machine.tracing
+        collected = {}
+        machine.timeline = _Collector(collected, start) if records else None
+        machine.nr_steps = start
+        for index in range(start, n):
+            op = self.ops[index]
+            machine.apply(op)
+            if records:
+                got, want = collected[index], self.records.get(index)
+                if want is not None and (got.error, got.result) != (want.error, want.result):
+                    raise ReplayError(f"step {index} ({op}) replayed as {got}, not {want}")
+        machine.timeline = None
+        machine.frozen = True
+        return machine, collected
+
+    def __repr__(self):
+        return (f"Timeline({len(self.ops)} steps, {len(self.checkpoints)} checkpoints, "
+                f"{len(self.records)} records kept)")
+
+
+class _Collector:
+    """Stands in for a timeline while a copy replays: keeps the records it produces."""
+
+    def __init__(self, into, start):
+        self.into = into
+
+    def append(self, record):
+        self.into[record.index] = record

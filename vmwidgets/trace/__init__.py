@@ -1,0 +1,174 @@
+"""Kernel call trees: what each step of a machine did, function by function.
+
+While a :class:`~vmwidgets.Machine` runs a step (a syscall, an access, a fork ...), every
+model function marked :func:`traced` adds a :class:`Call` to a tree, named as in the kernel
+(``do_mmap`` > ``mmap_region`` > ``vma_merge_new_range``), with its arguments, its result
+and the state changes it made (:func:`note`). The tree of a step is ``step.trace``;
+:func:`function_graph` renders it in the style of ftrace's function_graph tracer.
+
+One recorder is active at a time (the simulation is single-threaded): ``_active`` is the
+recorder of the step being run, or ``None`` when tracing is off, which makes a traced
+function cost one global lookup more than a plain one.
+"""
+
+import functools
+
+from .format import fmt_value
+
+_active = None
+
+
+class Note(str):
+    """A state change, in the order it happened among a call's callees."""
+
+    __slots__ = ()
+
+
+class Call:
+    """One kernel function call: ``func(args) = result``, its callees and state changes.
+
+    :param func: the kernel function's name.
+    :param args: ``{name: text}``, already formatted for reading.
+    ``body`` holds the callees (:class:`Call`) and state changes (:class:`Note`) in the
+    order they happened; :attr:`children` and :attr:`changes` split them.
+    """
+
+    __slots__ = ("func", "args", "result", "error", "body")
+
+    def __init__(self, func, args=None):
+        self.func = func
+        self.args = args or {}
+        self.result = None
+        self.error = None
+        self.body = []
+
+    @property
+    def children(self):
+        return [c for c in self.body if isinstance(c, Call)]
+
+    @property
+    def changes(self):
+        """The state changes made by this call itself (not by its callees)."""
+        return [str(c) for c in self.body if isinstance(c, Note)]
+
+    def walk(self, depth=0):
+        """Yield ``(depth, call)`` for this call and every call below it, in call order."""
+        yield depth, self
+        for child in self.body:
+            if isinstance(child, Call):
+                yield from child.walk(depth + 1)
+
+    def find(self, func):
+        """The first call named ``func`` in this tree (call order), or ``None``."""
+        return next((c for _, c in self.walk() if c.func == func), None)
+
+    def find_all(self, func):
+        return [c for _, c in self.walk() if c.func == func]
+
+    def names(self):
+        """The tree as nested tuples of names: ``("do_mmap", (("mmap_region", ...),))``."""
+        return (self.func, tuple(c.names() for c in self.children))
+
+    def all_changes(self):
+        """Every state change made in this call and below it, in order."""
+        return [text for _, c in self.walk() for text in c.changes]
+
+    def __repr__(self):
+        return f"Call({self.func!r}, children={len(self.children)})"
+
+
+class Recorder:
+    """The call tree being built for one step."""
+
+    __slots__ = ("root", "stack")
+
+    def __init__(self, root):
+        self.root = root
+        self.stack = [root]
+
+
+def begin(func, args=None):
+    """Start recording a step whose top-level call is ``func``. Returns the previous recorder
+    (pass it to :func:`end`)."""
+    global _active
+    previous = _active
+    _active = Recorder(Call(func, args))
+    return previous
+
+
+def end(previous):
+    """Stop recording; return the finished tree and re-activate ``previous``."""
+    global _active
+    root = _active.root if _active is not None else None
+    _active = previous
+    return root
+
+
+def pause():
+    """Turn recording off (for a replay that must not trace); returns what to :func:`end`."""
+    global _active
+    previous = _active
+    _active = None
+    return previous
+
+
+def resume(previous):
+    global _active
+    _active = previous
+
+
+def recording():
+    return _active is not None
+
+
+def note(text):
+    """Record a state change made by the innermost running kernel function."""
+    if _active is not None:
+        _active.stack[-1].body.append(Note(text))
+
+
+def traced(fn=None, *, name=None, hide=()):
+    """Decorate a model function so that it appears in call trees under the kernel's ``name``
+    (default: its own name). Arguments named in ``hide`` are left out of the tree."""
+    if fn is None:
+        return functools.partial(traced, name=name, hide=hide)
+    func_name = name or fn.__name__
+    code = fn.__code__
+    params = code.co_varnames[:code.co_argcount]
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        rec = _active
+        if rec is None:
+            return fn(*args, **kwargs)
+        shown = {k: fmt_value(v) for k, v in zip(params, args) if k not in hide}
+        shown.update((k, fmt_value(v)) for k, v in kwargs.items() if k not in hide)
+        call = Call(func_name, shown)
+        rec.stack[-1].body.append(call)
+        rec.stack.append(call)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            call.error = _error_text(exc)
+            raise
+        finally:
+            rec.stack.pop()
+        call.result = fmt_value(result) if result is not None else None
+        return result
+
+    wrapper.__traced__ = func_name
+    return wrapper
+
+
+def _error_text(exc):
+    import errno as errno_mod
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int):
+        return f"-{errno_mod.errorcode.get(code, code)}"
+    return type(exc).__name__
+
+
+from .graph import function_graph  # noqa: E402  (uses Call)
+
+__all__ = ["Call", "Note", "Recorder", "begin", "end", "note", "traced", "function_graph", "recording",
+           "pause", "resume"]
