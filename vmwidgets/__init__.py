@@ -7,6 +7,9 @@ The public front door::
     p = m.spawn()
     addr = p.mmap(0, 4096, vw.PROT_READ | vw.PROT_WRITE, vw.MAP_PRIVATE | vw.MAP_ANONYMOUS)
 
+Scenarios and exercises: ``vw.scenarios.get("merge-prev").run()``, ``vw.exercise("cow", 7)``
+(and ``python -m vmwidgets --help``).
+
 Constants (``PROT_*``, ``MAP_*``, ``MADV_*``, ``MREMAP_*``, ``VM_*``, ``KPF_*``, ``PM_*``)
 carry their Linux x86-64 values.
 """
@@ -16,6 +19,8 @@ from .core import (AnonVma, BusError, ProcessKilled, AnonVmaChain, Event, Machin
                    SegmentationFault, SyscallError, ValidationError, VmAreaStruct, for_each_vma,
                    rmap_walk, validate)
 from .procfs import PagemapEntry
+from . import scenarios
+from .scenarios.exercises import exercise
 
 __version__ = "0.1.0"
 
@@ -24,5 +29,5 @@ globals().update({k: v for k, v in vars(_flags).items() if k.startswith(_PREFIXE
 
 __all__ = ["BusError", "ProcessKilled", "AnonVma", "AnonVmaChain", "Event", "Machine", "MmStruct", "OutOfMemory", "Page",
            "PagemapEntry", "Process", "SegmentationFault", "SyscallError", "ValidationError",
-           "VmAreaStruct", "for_each_vma", "rmap_walk", "validate"] + sorted(
+           "VmAreaStruct", "exercise", "for_each_vma", "rmap_walk", "scenarios", "validate"] + sorted(
     k for k in vars(_flags) if k.startswith(_PREFIXES))
