@@ -82,6 +82,9 @@ class Exercise:
     """One generated exercise. ``params`` (echoed first, as OSTEP's simulators do),
     ``question`` text, ``answer`` (structured, for checking), ``worked_answer`` text.
 
+    ``machine`` is the model the answer was read from, for a closer look (and for tests
+    that check the answer by other routes).
+
     Subclasses set ``kind`` and ``summary`` and implement ``_build()`` (which fills the
     four fields using ``self.rng`` only) and ``check()``.
     """
@@ -1105,7 +1108,9 @@ class Rmap(Exercise):
                 f"{maker}'s write at step {step} (a COW copy)")
         out = [f"The frame at PFN {a['pfn']:#x} was allocated by {made}; a new anonymous page "
                f"goes to the anon_vma of the faulting VMA, here anon_vma {a['anon_vma']}.",
-               "The anon_vma trees (* marks the VMA whose own anon_vma it is):", ""]
+               "The anon_vma trees (* marks the VMA whose own anon_vma it is; "
+               + ", ".join(f"pid {proc.pid} is {n}" for n, proc in fam.procs.items()
+                           if n not in fam.exited) + "):", ""]
         out += ["  " + line for line in anon_vma_tree_text(self.machine, _pg(page)).splitlines()]
         out += ["", f"The walk visits the VMAs on anon_vma {a['anon_vma']} that cover page "
                 f"{page}: {', '.join(a['visits']) or 'none'}."]
