@@ -4,12 +4,15 @@ A :class:`File` stands for an inode with its ``address_space``: the page cache
 (``i_pages``, page index -> :class:`Page`) and ``i_mmap``, the VMAs mapping it.
 Shared anonymous memory is a shmem file, shown as ``/dev/zero (deleted)`` in maps.
 
-Simplification: no readahead or fault-around; a page enters the cache when first faulted.
+Simplification: no readahead outside faults (read-around on a fault miss, as
+do_sync_mmap_readahead() does, is modelled); reads are instant.
 """
 
 import itertools
 
 from .flags import PAGE_SIZE
+from .. import trace
+from ..trace import traced
 
 
 class AddressSpace:
@@ -59,36 +62,70 @@ class File:
     def __repr__(self):
         return f"File({self.path!r}, ino={self.ino})"
 
+    def __trace__(self):
+        return f"file({self.path})"
+
 
 def file_pages(file):
     """Pages the file covers: ``DIV_ROUND_UP(i_size, PAGE_SIZE)``."""
     return (file.size + PAGE_SIZE - 1) // PAGE_SIZE
 
 
-def filemap_fault(machine, vma, index):
-    """mm/filemap.c: filemap_fault(): the page-cache page for ``index``. On a miss the
-    kernel reads around it first (do_sync_mmap_readahead): ``ra_pages`` pages centred on
-    the fault (read_ahead_kb of the device), from ``index`` on for MADV_SEQUENTIAL, only
-    the page itself for MADV_RANDOM; never past the end of the file."""
-    from .flags import VM_RAND_READ, VM_SEQ_READ
+@traced(result=lambda r: r[0])
+def filemap_fault(vma, index, flags):
+    """mm/filemap.c: filemap_fault(): the page-cache page for ``index``.
+
+    On a miss the kernel reads around it (:func:`do_sync_mmap_readahead`), gets the page
+    itself (``__filemap_get_folio(FGP_CREAT)``) and, having dropped the lock for the I/O,
+    returns VM_FAULT_RETRY | VM_FAULT_MAJOR: the fault is retried and finds the page
+    (unless it is already a retry, FAULT_FLAG_TRIED). Returns ``(vm_fault_t, page)``; the
+    page is None when the fault is to be retried."""
+    from .memory import FAULT_FLAG_TRIED, VM_FAULT_LOCKED, VM_FAULT_MAJOR, VM_FAULT_RETRY, VmFault
+    machine = vma.vm_mm.machine
     file = vma.vm_file
-    if index not in file.mapping.i_pages and not file.shmem:
-        ra_pages = machine.read_ahead_kb * 1024 // PAGE_SIZE
-        if vma.vm_flags & VM_RAND_READ or ra_pages <= 1:
-            window = range(index, index + 1)
-        elif vma.vm_flags & VM_SEQ_READ:
-            window = range(index, index + ra_pages)
-        else:
-            start = max(0, index - ra_pages // 2)
-            window = range(start, start + ra_pages)
-        for i in window:
-            if i < file_pages(file) and i != index:
-                filemap_get_page(machine, file, i)
-    return filemap_get_page(machine, file, index)
+    page = file.mapping.i_pages.get(index)
+    if page is not None:
+        return VmFault(VM_FAULT_LOCKED), page
+    do_sync_mmap_readahead(vma, index)
+    page = filemap_get_page(machine, file, index)
+    if not flags & FAULT_FLAG_TRIED:
+        return VmFault(VM_FAULT_RETRY | VM_FAULT_MAJOR), None
+    return VmFault(VM_FAULT_LOCKED | VM_FAULT_MAJOR), page
+
+
+@traced(result=lambda r: None)
+def do_sync_mmap_readahead(vma, index):
+    """mm/filemap.c: do_sync_mmap_readahead(): read ``ra_pages`` pages centred on the fault
+    (read_ahead_kb of the device), from ``index`` on for MADV_SEQUENTIAL, nothing more
+    for MADV_RANDOM; never past the end of the file.
+    Simplification: the page at ``index`` itself is read last, by filemap_fault()."""
+    from .flags import VM_RAND_READ, VM_SEQ_READ
+    machine = vma.vm_mm.machine
+    file = vma.vm_file
+    ra_pages = machine.read_ahead_kb * 1024 // PAGE_SIZE
+    if vma.vm_flags & VM_RAND_READ or ra_pages <= 1:
+        window = range(index, index + 1)
+    elif vma.vm_flags & VM_SEQ_READ:
+        window = range(index, index + ra_pages)
+    else:
+        start = max(0, index - ra_pages // 2)
+        window = range(start, start + ra_pages)
+    for i in window:
+        if i < file_pages(file) and i != index:
+            filemap_get_page(machine, file, i)
+
+
+@traced(result=lambda r: r[0])
+def shmem_fault(vma, index):
+    """mm/shmem.c: shmem_fault(): the shmem page for ``index``, a new zeroed page the first
+    time. Returns ``(vm_fault_t, page)``."""
+    from .memory import VM_FAULT_LOCKED, VmFault
+    return VmFault(VM_FAULT_LOCKED), filemap_get_page(vma.vm_mm.machine, vma.vm_file, index)
 
 
 def filemap_get_page(machine, file, index):
-    """The page-cache page for ``index``, read from the file on a miss.
+    """The page-cache page for ``index``, read from the file on a miss
+    (``__filemap_get_folio(FGP_CREAT)``, ``filemap_add_folio()`` and the read).
 
     The page cache holds one reference of its own.
     """
@@ -102,7 +139,34 @@ def filemap_get_page(machine, file, index):
             if data:
                 page.write(0, data)
         file.mapping.i_pages[index] = page
+        if trace._active is not None:
+            trace.note(f"page cache: {file.path} index {index:#x} -> pfn {page.pfn:#x}"
+                       + ("" if file.shmem else " (read from the file)"))
     return page
+
+
+@traced(hide=("address",))
+def filemap_map_pages(vma, address, start, end):
+    """mm/filemap.c: filemap_map_pages(): map the pages of ``[start, end)`` already in the
+    page cache (read-only), skipping PTEs already set and pages past the end of the file.
+    Returns VM_FAULT_NOPAGE when the page at ``address`` was among them, else 0."""
+    from . import pgtable
+    from .memory import VM_FAULT_NOPAGE, VmFault, set_pte_range, vma_page_prot
+    from .flags import _PAGE_RW
+    mm = vma.vm_mm
+    file = vma.vm_file
+    last = file_pages(file) - 1
+    prot = vma_page_prot(vma) & ~_PAGE_RW
+    ret = 0
+    for addr in range(start, end, PAGE_SIZE):
+        index = vma.linear_page_index(addr)
+        page = file.mapping.i_pages.get(index)
+        if page is None or (index > last and not file.shmem) or pgtable.get_pte(mm, addr):
+            continue
+        set_pte_range(vma, addr, page, prot)
+        if addr == address:
+            ret = VM_FAULT_NOPAGE
+    return VmFault(ret)
 
 
 def shmem_zero_setup(machine):

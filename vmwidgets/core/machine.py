@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from . import madvise as madvise_mod, memory, mmap as mmap_mod, mprotect as mprotect_mod
 from . import mremap as mremap_mod, pgtable, vma as vma_mod
 from .flags import SEGV_MAPERR
-from .errors import (EBADF, ENOENT, ENOMEM, OutOfMemory, ProcessKilled, SegmentationFault,
-                     syscall_error)
+from .errors import (EBADF, ENOENT, ENOMEM, BusError, OutOfMemory, ProcessKilled,
+                     SegmentationFault, syscall_error)
 from .filemap import File
 from .flags import (DEFAULT_MAX_MAP_COUNT, DEFAULT_MMAP_MIN_ADDR, PAGE_MASK, PAGE_SHIFT,
                     PAGE_SIZE, STACK_GUARD_GAP, STACK_TOP, TASK_SIZE, ULONG_MAX, VM_ACCOUNT,
@@ -264,16 +264,10 @@ class Machine:
         """A frame for the kernel. When RAM is full: direct reclaim, then the OOM killer
         (mm/page_alloc.c: __alloc_pages_slowpath). If the OOM killer picks the process
         whose fault is being served, that process dies with SIGKILL (ProcessKilled)."""
-        while True:
-            try:
-                page = self.phys.alloc_page(kind)
-                break
-            except OutOfMemory:
-                if swap_mod.reclaim(self, 32):
-                    continue
-                victim = swap_mod.out_of_memory(self)
-                if victim is self.current:
-                    raise ProcessKilled(victim.pid, victim.kill_reason) from None
+        try:
+            page = self.phys.alloc_page(kind)
+        except OutOfMemory:
+            page = swap_mod.alloc_pages_slowpath(self, kind)
         if kind in ("anon", "file"):
             swap_mod.lru_add(self, page)
         return page
@@ -433,14 +427,14 @@ class Process:
         """mmap(2). Returns the address of the new mapping."""
         args = (_u64(addr, "addr"), _u64(length, "length"), _u64(prot, "prot"),
                 _u64(flags, "flags"), _fd(fd), _u64(offset, "offset"))
-        return self._syscall("mmap", args, lambda: mmap_mod.do_mmap(self, *args))
+        return self._syscall("mmap", args, lambda: mmap_mod.sys_mmap(self, *args))
 
     @step
     def munmap(self, addr, length):
         """munmap(2). Returns 0."""
         args = (_u64(addr, "addr"), _u64(length, "length"))
         return self._syscall("munmap", args, lambda: (
-            vma_mod.do_vmi_munmap(self.mm, *args), f"unmapped {args[0]:#x}+{args[1]:#x}"))
+            mmap_mod.vm_munmap(self.mm, *args), f"unmapped {args[0]:#x}+{args[1]:#x}"))
 
     @step
     def mprotect(self, addr, length, prot):
@@ -512,6 +506,9 @@ class Process:
         self.machine.current = self
         addr &= ULONG_MAX           # a pointer: negative numbers wrap as in C
         pages = range(addr & PAGE_MASK, addr + size, PAGE_SIZE) if size else []
+        # Simplification: an access refused on any of its pages changes nothing (the CPU
+        # would have faulted the earlier pages in first); the call tree shows the refusing
+        # fault alone.
         for page_addr in pages:   # refuse before changing anything
             if page_addr >= TASK_SIZE:
                 # arch/x86/mm/fault.c: above TASK_SIZE_MAX is kernel space.
@@ -520,7 +517,12 @@ class Process:
                                         "the address is outside user space")
             pte = pgtable.get_pte(self.mm, page_addr)
             if not memory._hw_allows(pte, write):
-                memory.check_user_access(self.mm, max(page_addr, addr), write)
+                try:
+                    memory.check_user_access(self.mm, max(page_addr, addr), write)
+                except (SegmentationFault, BusError):
+                    if trace.recording():     # the same refusal, as the kernel's path
+                        memory.exc_page_fault(self.mm, max(page_addr, addr), write)
+                    raise
         for page_addr in pages:
             try:
                 page, _ = memory.access_page(self.mm, page_addr, write)
@@ -580,15 +582,16 @@ class Process:
         self._check_alive()
         from . import fork as fork_mod
         self.machine.current = self
-        try:
+        def new_task():
             child = Process(self.machine, self.machine.next_pid(), self.root)
             child.files = dict(self.files)
             child.file_modes = dict(self.file_modes)
-            outcome = fork_mod.dup_mmap(child, self)
-        except (OutOfMemory, ProcessKilled) as exc:
+            return child
+
+        try:
             # kernel/fork.c: a failed dup_mmap() tears the half-built mm down again.
-            if "child" in locals():
-                fork_mod.exit_mmap(child)
+            child, outcome = fork_mod.kernel_clone(self, new_task)
+        except (OutOfMemory, ProcessKilled) as exc:
             if isinstance(exc, ProcessKilled):
                 raise
             raise syscall_error(ENOMEM, "fork", "out of memory while copying the address "
@@ -612,7 +615,7 @@ class Process:
 
     def _teardown(self, call, why):
         from . import fork as fork_mod
-        outcome = fork_mod.exit_mmap(self)
+        outcome = fork_mod.do_exit(self)
         self.machine.processes.remove(self)
         self.alive = False
         self.files.clear()
@@ -626,6 +629,9 @@ class Process:
     def __repr__(self):
         state = "" if self.alive else ", exited"
         return f"Process(pid={self.pid}, vmas={self.mm.map_count}{state})"
+
+    def __trace__(self):
+        return f"pid {self.pid}"
 
 
 def _fd(fd):

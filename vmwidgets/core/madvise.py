@@ -9,6 +9,8 @@ MADV_REMOVE and MADV_COLLAPSE are not modelled and say so.
 """
 
 from . import memory, pgtable, vma as vma_mod
+from .mm_types import vm_flags_reset
+from ..trace import traced
 from .errors import EINVAL, ENOMEM, syscall_error
 from .flags import (_PAGE_ACCESSED, _PAGE_DIRTY, MADV_COLD, MADV_COLLAPSE, MADV_DODUMP, MADV_DOFORK,
                     MADV_DONTDUMP, MADV_DONTFORK, MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE,
@@ -30,6 +32,7 @@ _NOT_MODELLED = {MADV_REMOVE: "MADV_REMOVE", MADV_COLLAPSE: "MADV_COLLAPSE",
                  MADV_GUARD_INSTALL: "MADV_GUARD_INSTALL", MADV_GUARD_REMOVE: "MADV_GUARD_REMOVE"}
 
 
+@traced(hide=("proc",), result=lambda r: 0)
 def do_madvise(proc, start, len_in, behavior):
     """mm/madvise.c: do_madvise(). Returns a list of outcome sentences."""
     fail = lambda err, why: syscall_error(err, "madvise", why)  # noqa: E731
@@ -47,11 +50,19 @@ def do_madvise(proc, start, len_in, behavior):
         return ["length 0: nothing to do"]
     if behavior in _NOT_MODELLED:
         raise NotImplementedError(f"{_NOT_MODELLED[behavior]} is not modelled by vmwidgets yet")
+    return madvise_do_behavior(proc, start, end, behavior)
+
+
+@traced(hide=("proc",), result=lambda r: 0)
+def madvise_do_behavior(proc, start, end, behavior):
+    """mm/madvise.c: madvise_do_behavior(): MADV_POPULATE_* fault the range in; other
+    advice walks the VMAs."""
     if behavior in (MADV_POPULATE_READ, MADV_POPULATE_WRITE):
         return madvise_populate(proc, start, end, behavior == MADV_POPULATE_WRITE)
     return madvise_walk_vmas(proc, start, end, behavior)
 
 
+@traced(hide=("proc", "behavior"), result=lambda r: 0)
 def madvise_walk_vmas(proc, start, end, behavior):
     """mm/madvise.c: madvise_walk_vmas(): visit each VMA piece; a hole gives ENOMEM at the end."""
     mm = proc.mm
@@ -86,6 +97,7 @@ def madvise_walk_vmas(proc, start, end, behavior):
     return outcomes
 
 
+@traced(hide=("mm", "prev"), result=lambda r: 0)
 def madvise_vma_behavior(mm, vma, prev, start, end, behavior):
     """mm/madvise.c: madvise_vma_behavior() for one VMA piece. Returns ``(prev, outcome)``."""
     rng = f"{start:#x}-{end:#x}"
@@ -94,16 +106,15 @@ def madvise_vma_behavior(mm, vma, prev, start, end, behavior):
         forbidden = VM_PFNMAP | (0 if behavior == MADV_DONTNEED_LOCKED else VM_LOCKED)
         if vma.vm_flags & VM_HUGETLB == 0 and vma.vm_flags & forbidden:
             raise fail(f"cannot discard pages of the VMA at {vma.vm_start:#x} (locked or PFN map)")
-        if behavior == MADV_FREE:
-            if not vma.is_anonymous():
-                raise fail("MADV_FREE works only on private anonymous memory")
-            return vma, f"{rng}: {madvise_free(vma, start, end)} page(s) marked lazily freeable"
-        n = memory.zap_vma_range(vma, start, end)
-        return vma, f"{rng}: {n} PTE(s) zapped"
+        if behavior == MADV_FREE and not vma.is_anonymous():
+            raise fail("MADV_FREE works only on private anonymous memory")
+        return vma, f"{rng}: {madvise_dontneed_free(vma, start, end, behavior)}"
     if behavior in (MADV_COLD, MADV_PAGEOUT):
         if vma.vm_flags & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB):
             raise fail(f"cannot page out the locked or special VMA at {vma.vm_start:#x}")
-        return vma, f"{rng}: {madvise_cold_or_pageout(vma, start, end, behavior == MADV_PAGEOUT)}"
+        pageout = behavior == MADV_PAGEOUT
+        return vma, f"{rng}: " + (madvise_pageout(vma, start, end) if pageout
+                                  else madvise_cold(vma, start, end))
     if behavior == MADV_WILLNEED:
         return vma, f"{rng}: advice noted (no readahead in this model)"
     new_flags = vma.vm_flags
@@ -144,11 +155,36 @@ def madvise_vma_behavior(mm, vma, prev, start, end, behavior):
         new_flags = (new_flags & ~VM_HUGEPAGE) | VM_NOHUGEPAGE
     if new_flags == vma.vm_flags:
         return vma, f"{rng}: flags unchanged"
+    return madvise_update_vma(mm, vma, prev, start, end, new_flags, rng)
+
+
+@traced(hide=("mm", "prev", "rng"), result=lambda r: 0)
+def madvise_update_vma(mm, vma, prev, start, end, new_flags, rng):
+    """mm/madvise.c: madvise_update_vma(): the range gets the new flags: merged with a
+    neighbour or split out (vma_modify_flags), then vm_flags_reset()."""
     vma, outcome = vma_mod.vma_modify(mm, prev, vma, start, end, new_flags, "madvise")
-    vma.vm_flags = new_flags
+    vm_flags_reset(vma, new_flags)
     return vma, f"{rng}: {outcome}"
 
 
+@traced(hide=("behavior",), result=lambda r: 0)
+def madvise_dontneed_free(vma, start, end, behavior):
+    """mm/madvise.c: madvise_dontneed_free(): MADV_DONTNEED zaps the range
+    (madvise_dontneed_single_vma), MADV_FREE marks its pages lazily freeable
+    (madvise_free_single_vma). Returns an outcome sentence."""
+    if behavior == MADV_FREE:
+        return f"{madvise_free(vma, start, end)} page(s) marked lazily freeable"
+    return f"{madvise_dontneed_single_vma(vma, start, end)} PTE(s) zapped"
+
+
+@traced(result=lambda r: 0)
+def madvise_dontneed_single_vma(vma, start, end):
+    """mm/madvise.c: madvise_dontneed_single_vma(): zap_page_range_single_batched().
+    Returns the number of PTEs cleared."""
+    return memory.zap_page_range_single_batched(vma, start, end)
+
+
+@traced(name="madvise_free_single_vma", result=lambda r: 0)
 def madvise_free(vma, start, end):
     """mm/madvise.c: madvise_free_single_vma(): clean, exclusive anonymous pages become
     lazily freeable (their PTEs lose the dirty bit); reclaim may drop them later."""
@@ -160,12 +196,26 @@ def madvise_free(vma, start, end):
         page = memory.vm_normal_page(mm, pte)
         if page is None or page.kind != "anon" or page.mapcount != 1:
             continue
-        table.entries[index] = pte & ~_PAGE_DIRTY
+        pgtable.set_pte(table, index, pte & ~_PAGE_DIRTY)
         page.dirty = False
         n += 1
     return n
 
 
+@traced(result=lambda r: 0)
+def madvise_cold(vma, start, end):
+    """mm/madvise.c: madvise_cold(): age the pages (madvise_cold_or_pageout_pte_range)."""
+    return madvise_cold_or_pageout(vma, start, end, False)
+
+
+@traced(result=lambda r: 0)
+def madvise_pageout(vma, start, end):
+    """mm/madvise.c: madvise_pageout(): reclaim the pages at once
+    (madvise_cold_or_pageout_pte_range -> reclaim_pages)."""
+    return madvise_cold_or_pageout(vma, start, end, True)
+
+
+@traced(name="madvise_cold_or_pageout_pte_range", hide=("pageout",), result=lambda r: None)
 def madvise_cold_or_pageout(vma, start, end, pageout):
     """mm/madvise.c: madvise_cold_or_pageout_pte_range(): pages mapped only here are aged
     (COLD: moved to the cold end of the LRU) or reclaimed at once (PAGEOUT, ignoring their
@@ -180,16 +230,17 @@ def madvise_cold_or_pageout(vma, start, end, pageout):
         page = memory.vm_normal_page(mm, pte)
         if page is None or page.mapcount != 1 or page.kind not in ("anon", "file"):
             continue
-        table.entries[index] = pte & ~_PAGE_ACCESSED
+        pgtable.set_pte(table, index, pte & ~_PAGE_ACCESSED)
         pages.append(page)
     if not pageout:
         for page in pages:
             page.lru = min(page.lru, 1)
         return f"{len(pages)} page(s) moved to the cold end of the LRU"
-    freed = sum(1 for page in pages if swap.shrink_page(machine, page))
+    freed = swap.reclaim_pages(machine, pages)
     return f"{freed} of {len(pages)} page(s) paged out"
 
 
+@traced(hide=("proc", "write"), result=lambda r: 0)
 def madvise_populate(proc, start, end, write):
     """mm/madvise.c: madvise_populate() -> faultin_page_range(): fault the range in, VMA by
     VMA. A hole gives ENOMEM; a VMA that get_user_pages may not touch this way (no VM_READ
@@ -210,7 +261,7 @@ def madvise_populate(proc, start, end, write):
         stop = min(end, vma.vm_end)
         for a in range(addr, stop, PAGE_SIZE):
             if not memory._hw_allows(pgtable.get_pte(mm, a), write):
-                memory.handle_mm_fault(mm, vma, a, write)
+                memory.faultin_page(vma, a, write)
                 n += 1
         addr = stop
     return [f"{start:#x}-{end:#x}: {n} page(s) faulted in"]

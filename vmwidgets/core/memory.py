@@ -1,14 +1,20 @@
 """Page faults, copy-on-write and zapping (mm/memory.c, arch/x86/mm/fault.c, Linux 6.18).
 
 An access goes through :func:`access_page`: the hardware walk first; if the PTE does not
-allow it, the x86 fault entry (``do_user_addr_fault``) finds the VMA, checks the access
-(``access_error``) and calls :func:`handle_mm_fault`, then the walk is retried.
+allow it, the CPU raises a page fault: :func:`exc_page_fault` > :func:`do_user_addr_fault`
+finds the VMA (:func:`lock_vma_under_rcu`, or :func:`lock_mm_and_find_vma`, which grows a
+stack), checks the access (``access_error``) and calls :func:`handle_mm_fault` >
+``__handle_mm_fault`` > :func:`handle_pte_fault`, which dispatches to
+:func:`do_anonymous_page`, :func:`do_fault`, ``do_swap_page`` or :func:`do_wp_page`; then
+the access is tried again. Each of these is a traced function, named as in the kernel.
 
-Simplification: no THP, no fault-around for file pages, no NUMA hinting faults.
+Simplification: no THP, no NUMA hinting faults, no userfaultfd.
 """
 
 from . import filemap, pgtable, rmap
 from .errors import BusError, SegmentationFault
+from .. import trace
+from ..trace import traced
 from .flags import (_PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_NX, _PAGE_PRESENT, _PAGE_PROTNONE,
                     _PAGE_RW, _PAGE_SPECIAL, _PAGE_USER, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE,
                     PTE_PFN_MASK, SEGV_ACCERR, SEGV_MAPERR, STACK_GUARD_GAP, VM_ACCESS_FLAGS,
@@ -62,24 +68,91 @@ def vm_normal_page(mm, pte):
     return None if pte & _PAGE_SPECIAL else page
 
 
+# -- vm_fault_t and fault flags -----------------------------------------------------------------
+
+#: include/linux/mm_types.h: vm_fault_t bits the model returns.
+VM_FAULT_OOM = 0x000001
+VM_FAULT_SIGBUS = 0x000002
+VM_FAULT_MAJOR = 0x000004
+VM_FAULT_SIGSEGV = 0x000040
+VM_FAULT_NOPAGE = 0x000100
+VM_FAULT_LOCKED = 0x000200
+VM_FAULT_RETRY = 0x000400
+VM_FAULT_ERROR = VM_FAULT_OOM | VM_FAULT_SIGBUS | VM_FAULT_SIGSEGV
+_VM_FAULT_NAMES = ((VM_FAULT_OOM, "OOM"), (VM_FAULT_SIGBUS, "SIGBUS"), (VM_FAULT_MAJOR, "MAJOR"),
+                   (VM_FAULT_SIGSEGV, "SIGSEGV"), (VM_FAULT_NOPAGE, "NOPAGE"),
+                   (VM_FAULT_LOCKED, "LOCKED"), (VM_FAULT_RETRY, "RETRY"))
+
+#: include/linux/mm_types.h: enum fault_flag, the bits the model uses.
+#: Simplification: ALLOW_RETRY, KILLABLE and INTERRUPTIBLE (always set for user faults) are
+#: implied and not shown.
+FAULT_FLAG_WRITE = 1 << 0
+FAULT_FLAG_TRIED = 1 << 5
+FAULT_FLAG_USER = 1 << 6
+FAULT_FLAG_VMA_LOCK = 1 << 12
+_FAULT_FLAG_NAMES = ((FAULT_FLAG_WRITE, "WRITE"), (FAULT_FLAG_TRIED, "TRIED"),
+                     (FAULT_FLAG_USER, "USER"), (FAULT_FLAG_VMA_LOCK, "VMA_LOCK"))
+
+
+class VmFault(int):
+    """A ``vm_fault_t``: shows as ``0`` or its bits (``RETRY|MAJOR``) in a call tree."""
+
+    __slots__ = ()
+
+    def __or__(self, other):
+        return VmFault(int(self) | int(other))
+
+    __ror__ = __or__
+
+    def __trace__(self):
+        return "|".join(n for bit, n in _VM_FAULT_NAMES if self & bit) or "0"
+
+    def __repr__(self):
+        return f"VmFault({self.__trace__()})"
+
+
+class FaultFlags(int):
+    """``vmf->flags``: shows as ``WRITE|USER|VMA_LOCK`` in a call tree."""
+
+    __slots__ = ()
+
+    def __or__(self, other):
+        return FaultFlags(int(self) | int(other))
+
+    def __trace__(self):
+        return "|".join(n for bit, n in _FAULT_FLAG_NAMES if self & bit) or "0"
+
+
+FAULT_OK = VmFault(0)
+
+
 # -- the access path --------------------------------------------------------------------------
 
 def access_page(mm, addr, write):
     """Translate one user access; fault as the kernel would. Returns ``(page, pte_after)``.
 
+    The hardware walk first: an access the PTE allows is a hit (no kernel code runs, only
+    the CPU setting the accessed/dirty bits); otherwise the CPU raises a page fault
+    (:func:`exc_page_fault`) and retries the access.
     Raises :class:`SegmentationFault` without changing any state when the access is refused.
     """
-    pte = pgtable.get_pte(mm, addr)
+    index = pgtable.table_index(addr, 3)
+    table = pgtable.lookup_pte_table(mm, addr)
+    pte = table.entries.get(index, 0) if table is not None else 0
     if not _hw_allows(pte, write):
-        fault = check_user_access(mm, addr, write)
-        handle_mm_fault(mm, fault, addr & PAGE_MASK, write)
-        pte = pgtable.get_pte(mm, addr)
+        exc_page_fault(mm, addr, write)
+        table = pgtable.lookup_pte_table(mm, addr)
+        pte = table.entries.get(index, 0)
         assert _hw_allows(pte, write), f"fault at {addr:#x} did not make the PTE usable"
     # The CPU sets the accessed bit, and the dirty bit on a write.
-    pte |= _PAGE_ACCESSED | (_PAGE_DIRTY if write else 0)
-    pgtable.set_pte_at(mm, addr & PAGE_MASK, pte)
-    page = mm.machine.phys.pages[pgtable.pte_pfn(pte)]
-    return page, pte
+    new = pte | _PAGE_ACCESSED | (_PAGE_DIRTY if write else 0)
+    if new != pte:
+        table.entries[index] = new
+        if trace._active is not None:
+            trace.note(f"cpu sets A/D bits: pte {addr & PAGE_MASK:#x}: "
+                       f"{pgtable.pte_text(pte)} -> {pgtable.pte_text(new)}")
+    page = mm.machine.phys.pages[pgtable.pte_pfn(new)]
+    return page, new
 
 
 def _hw_allows(pte, write):
@@ -122,6 +195,77 @@ def check_user_access(mm, addr, write):
     return vma
 
 
+@traced(result=lambda r: None)
+def exc_page_fault(mm, address, write):
+    """arch/x86/mm/fault.c: exc_page_fault(), the #PF entry; handle_page_fault() is
+    always_inline, so the next function is do_user_addr_fault()."""
+    return do_user_addr_fault(mm, address, write)
+
+
+# arch/x86/mm/fault.c: do_user_addr_fault() (6.18). Simplification: the checks of
+# lock_mm_and_find_vma() and access_error() (and filemap_fault()'s end-of-file SIGBUS) are
+# made first, by check_user_access(), so that a refused access changes nothing; the kernel
+# may have grown a stack VMA before it finds the access bad.
+@traced(result=lambda r: None)
+def do_user_addr_fault(mm, address, write):
+    """Try the fault under the per-VMA lock (:func:`lock_vma_under_rcu`); if there is no
+    VMA at the address (a stack to grow) or the fault asks for a retry (it dropped the
+    lock to read a file), take the mmap lock (:func:`lock_mm_and_find_vma`) and fault
+    again with FAULT_FLAG_TRIED."""
+    flags = FaultFlags(FAULT_FLAG_USER | (FAULT_FLAG_WRITE if write else 0))
+    try:
+        check_user_access(mm, address, write)
+    except SegmentationFault as exc:
+        vma = lock_vma_under_rcu(mm, address)
+        if vma is None:
+            vma = lock_mm_and_find_vma(mm, address, refused=exc)
+        if exc.si_code == SEGV_ACCERR:
+            bad_area_access_error(address, exc)
+        bad_area_nosemaphore(address, exc)
+    except BusError as exc:
+        lock_vma_under_rcu(mm, address)
+        do_sigbus(address, exc)
+    vma = lock_vma_under_rcu(mm, address)
+    if vma is not None:
+        fault = handle_mm_fault(vma, address, flags | FAULT_FLAG_VMA_LOCK)
+        if not fault & VM_FAULT_RETRY:
+            return fault
+        flags |= FAULT_FLAG_TRIED
+    while True:
+        vma = lock_mm_and_find_vma(mm, address)
+        fault = handle_mm_fault(vma, address, flags)
+        if not fault & VM_FAULT_RETRY:
+            return fault
+        flags |= FAULT_FLAG_TRIED
+
+
+@traced(hide=("mm",))
+def lock_vma_under_rcu(mm, address):
+    """mm/mmap_lock.c: lock_vma_under_rcu(): the VMA containing ``address`` (read-locked),
+    or NULL, found without the mmap lock."""
+    return mm.vma_lookup(address)
+
+
+@traced(hide=("mm", "refused"))
+def lock_mm_and_find_vma(mm, address, refused=None):
+    """mm/mmap_lock.c: lock_mm_and_find_vma(): take the mmap lock and find the VMA, growing
+    a stack VMA down to ``address`` (expand_stack_locked()). NULL when there is none (the
+    model knows beforehand: ``refused``)."""
+    vma = mm.find_vma(address)
+    if refused is not None:
+        return vma if refused.si_code == SEGV_ACCERR else None
+    if vma.vm_start > address:
+        expand_stack_locked(vma, address)
+    return vma
+
+
+@traced(result=lambda r: 0)
+def expand_stack_locked(vma, address):
+    """mm/mmap.c: expand_stack_locked(): a VM_GROWSDOWN VMA grows with expand_downwards()."""
+    return expand_downwards(vma, address)
+
+
+@traced(result=lambda r: 0)
 def expand_downwards(vma, address):
     """mm/mmap.c: expand_downwards(): grow a VM_GROWSDOWN stack VMA to ``address``."""
     mm = vma.vm_mm
@@ -130,143 +274,233 @@ def expand_downwards(vma, address):
     mm.set_range(vma, address, vma.vm_end, vma.vm_pgoff - grow)
 
 
-def handle_mm_fault(mm, vma, address, write):
-    """mm/memory.c: handle_mm_fault() -> handle_pte_fault() for one page of ``vma``."""
-    if vma.vm_start > address:
-        expand_downwards(vma, address)
-    # __handle_mm_fault() allocates the page-table levels first; a frame allocated later
-    # (which may reclaim) can then be mapped without allocating again.
-    pgtable.lookup_pte_table(mm, address, alloc=True)
-    pte = pgtable.get_pte(mm, address)
-    if pte and not pte_present(pte):
-        from . import swap
-        result = swap.do_swap_page(vma, address, pte, write)
-        pte = pgtable.get_pte(mm, address)
-        if write and not pte & _PAGE_RW:
-            result += "; then " + do_wp_page(vma, address, pte)
-        return result
+@traced(hide=("exc",))
+def bad_area_nosemaphore(address, exc):
+    """arch/x86/mm/fault.c: bad_area_nosemaphore(): no VMA: SIGSEGV with SEGV_MAPERR."""
+    raise exc
+
+
+@traced(hide=("exc",))
+def bad_area_access_error(address, exc):
+    """arch/x86/mm/fault.c: bad_area_access_error(): the VMA forbids it: SEGV_ACCERR."""
+    raise exc
+
+
+@traced(hide=("exc",))
+def do_sigbus(address, exc):
+    """arch/x86/mm/fault.c: do_sigbus(): the fault handler returned VM_FAULT_SIGBUS (a
+    file page past the end of the file)."""
+    raise exc
+
+
+@traced
+def handle_mm_fault(vma, address, flags):
+    """mm/memory.c: handle_mm_fault(): the architecture-independent fault handler."""
+    return _handle_mm_fault(vma, address, flags)
+
+
+# mm/memory.c: __handle_mm_fault() (6.18). Simplification: the PTE table is allocated here
+# with the upper levels (the kernel allocates it in do_anonymous_page() / finish_fault()), so
+# that a frame allocated later (which may reclaim) is mapped without allocating again.
+@traced(name="__handle_mm_fault")
+def _handle_mm_fault(vma, address, flags):
+    """Walk (and fill) the upper page-table levels, then :func:`handle_pte_fault`."""
+    pgtable.lookup_pte_table(vma.vm_mm, address, alloc=True)
+    return handle_pte_fault(vma, address, flags)
+
+
+@traced
+def handle_pte_fault(vma, address, flags):
+    """mm/memory.c: handle_pte_fault(): no PTE -> do_pte_missing(); a swap entry ->
+    do_swap_page(); a write to a write-protected PTE -> do_wp_page(); otherwise the fault
+    was spurious (another CPU fixed the PTE) and only the accessed/dirty bits change."""
+    pte = pgtable.get_pte(vma.vm_mm, address)
     if not pte:
-        if vma.vm_file is None and vma.vm_ops is None:
-            return do_anonymous_page(vma, address, write)
-        if vma.vm_file is None:
-            return special_mapping_fault(vma, address)
-        return do_fault(vma, address, write)
-    if write and not pte & _PAGE_RW:
+        return do_pte_missing(vma, address, flags)
+    if not pte_present(pte):
+        from . import swap
+        return swap.do_swap_page(vma, address, pte, flags)
+    if flags & FAULT_FLAG_WRITE and not pte & _PAGE_RW:
         return do_wp_page(vma, address, pte)
-    # Spurious: the PTE already allows it; the hardware sets A/D.
-    return "spurious"
+    return FAULT_OK
 
 
-def do_anonymous_page(vma, address, write):
+@traced
+def do_pte_missing(vma, address, flags):
+    """mm/memory.c: do_pte_missing(): anonymous VMAs -> do_anonymous_page(), else do_fault()."""
+    if vma.is_anonymous():
+        return do_anonymous_page(vma, address, flags)
+    return do_fault(vma, address, flags)
+
+
+@traced
+def do_anonymous_page(vma, address, flags):
     """mm/memory.c: do_anonymous_page(): a read maps the shared zero page; a write gets a
-    zeroed page of its own, after anon_vma_prepare()."""
+    zeroed page of its own, after vmf_anon_prepare()."""
     mm = vma.vm_mm
     phys = mm.machine.phys
     prot = vm_get_page_prot(vma.vm_flags)
-    if not write:
+    if not flags & FAULT_FLAG_WRITE:
         pgtable.set_pte_at(mm, address, mk_pte(phys.zero_page, prot) | _PAGE_SPECIAL)
-        return "zero page"
-    rmap.anon_vma_prepare(vma)
-    page = mm.machine.alloc_page("anon")
+        return FAULT_OK
+    vmf_anon_prepare(vma)
+    page = alloc_anon_folio(vma, address)
     entry = mk_pte(page, prot) | _PAGE_DIRTY
     if vma.vm_flags & VM_WRITE:
         entry |= _PAGE_RW
     rmap.folio_add_new_anon_rmap(page, vma, address)
     mm.rss["anon"] += 1
     pgtable.set_pte_at(mm, address, entry)
-    return "new anonymous page"
+    return FAULT_OK
 
 
+@traced(result=lambda r: 0)
+def vmf_anon_prepare(vma):
+    """mm/memory.c: vmf_anon_prepare(): make sure the VMA has an anon_vma before its first
+    anonymous page (anon_vma_prepare(), which calls __anon_vma_prepare() only when needed)."""
+    return rmap.anon_vma_prepare(vma)
+
+
+@traced
+def alloc_anon_folio(vma, address):
+    """mm/memory.c: alloc_anon_folio(): a zeroed order-0 folio for an anonymous fault."""
+    return vma.vm_mm.machine.alloc_page("anon")
+
+
+@traced(hide=("need_zero",))
+def folio_prealloc(vma, address, need_zero):
+    """mm/memory.c: folio_prealloc(): the new page of a COW (zeroed when copying the zero
+    page)."""
+    return vma.vm_mm.machine.alloc_page("anon")
+
+
+@traced
 def special_mapping_fault(vma, address):
     """mm/mmap.c: special_mapping_fault() / vvar_fault(): [vdso] and [vvar] pages are kernel
     pages; they are mapped read-only and are not counted as user pages.
-    Simplification: every such page maps one reserved kernel frame."""
+    Simplification: every such page maps one reserved kernel frame, mapped here rather than
+    by finish_fault()."""
     mm = vma.vm_mm
     page = mm.machine.phys.pages[VDSO_PFN]
     pgtable.set_pte_at(mm, address, mk_pte(page, vm_get_page_prot(vma.vm_flags)) | _PAGE_SPECIAL)
-    return "kernel page of a special mapping"
+    return VmFault(VM_FAULT_NOPAGE)
 
 
-def do_fault(vma, address, write):
+@traced
+def do_fault(vma, address, flags):
     """mm/memory.c: do_fault(): read -> do_read_fault (with fault-around), private write ->
     do_cow_fault, shared write -> do_shared_fault."""
-    mm = vma.vm_mm
-    machine = mm.machine
-    index = vma.linear_page_index(address)
-    prot = vma_page_prot(vma)
-    if not write:
-        return do_read_fault(vma, address, index)
-    page = filemap.filemap_fault(machine, vma, index)
+    if not flags & FAULT_FLAG_WRITE:
+        return do_read_fault(vma, address, flags)
     if not vma.vm_flags & VM_SHARED:
-        # do_cow_fault(): copy the file page into a new anonymous page. The reference we
-        # hold keeps reclaim from dropping the file page while the new one is allocated.
-        rmap.anon_vma_prepare(vma)
-        page.refcount += 1
-        try:
-            new = machine.alloc_page("anon")
-        finally:
-            machine.phys.put_page(page)
-        new.write(0, page.read(0, PAGE_SIZE))
-        rmap.folio_add_new_anon_rmap(new, vma, address)
+        return do_cow_fault(vma, address, flags)
+    return do_shared_fault(vma, address, flags)
+
+
+@traced(result=lambda r: r[0])
+def __do_fault(vma, address, flags):
+    """mm/memory.c: __do_fault(): ``vma->vm_ops->fault``: filemap_fault() for a file,
+    shmem_fault() for shmem, special_mapping_fault() for [vdso]/[vvar].
+    Returns ``(vm_fault_t, page)``; the page is None with VM_FAULT_RETRY or NOPAGE."""
+    file = vma.vm_file
+    if file is None:
+        return special_mapping_fault(vma, address), None
+    index = vma.linear_page_index(address)
+    if file.shmem:
+        return filemap.shmem_fault(vma, index)
+    return filemap.filemap_fault(vma, index, flags)
+
+
+@traced
+def finish_fault(vma, address, page, entry_bits):
+    """mm/memory.c: finish_fault(): map the page the fault handler found (or the COW copy)
+    with set_pte_range()."""
+    set_pte_range(vma, address, page, entry_bits)
+    return FAULT_OK
+
+
+@traced(hide=("entry_bits",), result=lambda r: None)
+def set_pte_range(vma, address, page, entry_bits):
+    """mm/memory.c: set_pte_range(): rmap, counters and the PTE for one page: a COW copy is
+    a new anonymous page, a page-cache page gains a file mapping."""
+    mm = vma.vm_mm
+    if page.kind == "anon":
+        rmap.folio_add_new_anon_rmap(page, vma, address)
         mm.rss["anon"] += 1
-        pgtable.set_pte_at(mm, address, mk_pte(new, prot) | _PAGE_DIRTY | _PAGE_RW)
-        return "private copy of a file page (do_cow_fault)"
-    # do_shared_fault(): the page-cache page itself, writable and dirty.
-    _map_file_page(mm, address, page, prot | _PAGE_RW | _PAGE_DIRTY)
+    else:
+        page.refcount += 1
+        rmap.folio_add_file_rmap_pte(page)
+        mm.rss["file"] += 1
+    pgtable.set_pte_at(mm, address, mk_pte(page, entry_bits))
+
+
+@traced
+def do_cow_fault(vma, address, flags):
+    """mm/memory.c: do_cow_fault(): a private write to a file page: a new anonymous page
+    (allocated first), filled from the page-cache page."""
+    machine = vma.vm_mm.machine
+    vmf_anon_prepare(vma)
+    new = folio_prealloc(vma, address, False)
+    ret, page = __do_fault(vma, address, flags)
+    if ret & (VM_FAULT_ERROR | VM_FAULT_NOPAGE | VM_FAULT_RETRY):
+        machine.phys.put_page(new)          # folio_put(): the fault is retried
+        return ret
+    new.write(0, page.read(0, PAGE_SIZE))   # copy_mc_user_highpage()
+    prot = vma_page_prot(vma)
+    return ret | finish_fault(vma, address, new, prot | _PAGE_DIRTY | _PAGE_RW)
+
+
+@traced
+def do_shared_fault(vma, address, flags):
+    """mm/memory.c: do_shared_fault(): a shared write maps the page-cache page itself,
+    writable and dirty (no ->page_mkwrite in the model's filesystem)."""
+    ret, page = __do_fault(vma, address, flags)
+    if ret & (VM_FAULT_ERROR | VM_FAULT_NOPAGE | VM_FAULT_RETRY):
+        return ret
+    ret |= finish_fault(vma, address, page, vma_page_prot(vma) | _PAGE_RW | _PAGE_DIRTY)
+    fault_dirty_shared_page(vma, page)
+    return ret
+
+
+@traced(result=lambda r: None)
+def fault_dirty_shared_page(vma, page):
+    """mm/memory.c: fault_dirty_shared_page(): the written page-cache page is dirty."""
+    if not page.dirty and trace._active is not None:
+        trace.note(f"pfn {page.pfn:#x} dirty")
     page.dirty = True
-    return "page-cache page mapped writable (do_shared_fault)"
 
 
 #: mm/memory.c: fault_around_bytes (64 KiB): a read fault maps up to 16 cached pages.
 FAULT_AROUND_PAGES = 16
 
 
-def do_read_fault(vma, address, index):
+@traced
+def do_read_fault(vma, address, flags):
     """mm/memory.c: do_read_fault(): fault-around first (do_fault_around maps the pages
     already in the page cache in the 64 KiB-aligned window, within the VMA and the PTE
-    table); the page itself is read in if it was not among them. A regular file's missing
-    page is read with read-around and the fault retried, so its neighbours get mapped too;
-    a shmem page is allocated and mapped alone."""
-    mm = vma.vm_mm
-    machine = mm.machine
-    file = vma.vm_file
-    if not file.shmem and index not in file.mapping.i_pages:
-        filemap.filemap_fault(machine, vma, index)      # read-around, then retry
-    mapped = do_fault_around(vma, address)
-    if pgtable.get_pte(mm, address):
-        return f"page-cache page, with {mapped - 1} neighbour(s) mapped by fault-around"
-    page = filemap.filemap_fault(machine, vma, index)
-    _map_file_page(mm, address, page, vma_page_prot(vma) & ~_PAGE_RW)
-    return "page-cache page" + (f"; {mapped} cached neighbour(s) mapped" if mapped else "")
+    table); if that did not map the page, ``->fault`` finds it. A regular file's missing
+    page is read with read-around and the fault returns VM_FAULT_RETRY: the retried fault
+    maps it and its neighbours by fault-around. A shmem page is allocated and mapped alone."""
+    if vma.vm_file is not None:             # should_fault_around(): ->map_pages exists
+        ret = do_fault_around(vma, address)
+        if ret:
+            return ret
+    ret, page = __do_fault(vma, address, flags)
+    if ret & (VM_FAULT_ERROR | VM_FAULT_NOPAGE | VM_FAULT_RETRY):
+        return ret
+    return ret | finish_fault(vma, address, page, vma_page_prot(vma) & ~_PAGE_RW)
 
 
+@traced
 def do_fault_around(vma, address):
-    """mm/memory.c: do_fault_around() -> filemap_map_pages(). Returns the number mapped."""
-    mm = vma.vm_mm
-    file = vma.vm_file
+    """mm/memory.c: do_fault_around(): the window of up to 16 pages around ``address``
+    (within the VMA and its PTE table), handed to filemap_map_pages(). Returns
+    VM_FAULT_NOPAGE when the faulting page itself got mapped."""
     nr = FAULT_AROUND_PAGES
     start = max(address & ~(nr * PAGE_SIZE - 1), vma.vm_start,
                 address & ~((1 << PAGE_SHIFT + 9) - 1))
     end = min(start + nr * PAGE_SIZE, vma.vm_end, (address | ((1 << PAGE_SHIFT + 9) - 1)) + 1)
-    last = filemap.file_pages(file) - 1
-    prot = vma_page_prot(vma) & ~_PAGE_RW
-    mapped = 0
-    for addr in range(start, end, PAGE_SIZE):
-        index = vma.linear_page_index(addr)
-        page = file.mapping.i_pages.get(index)
-        if page is None or (index > last and not file.shmem) or pgtable.get_pte(mm, addr):
-            continue
-        _map_file_page(mm, addr, page, prot)
-        mapped += 1
-    return mapped
-
-
-def _map_file_page(mm, address, page, entry_bits):
-    """finish_fault() / set_pte_range() for a page-cache page."""
-    page.refcount += 1
-    rmap.folio_add_file_rmap_pte(page)
-    mm.rss["file"] += 1
-    pgtable.set_pte_at(mm, address, mk_pte(page, entry_bits))
+    return filemap.filemap_map_pages(vma, address, start, end)
 
 
 def vma_page_prot(vma):
@@ -278,6 +512,7 @@ def vma_page_prot(vma):
     return prot
 
 
+@traced(hide=("pte",))
 def do_wp_page(vma, address, pte):
     """mm/memory.c: do_wp_page(): a write to a present, write-protected PTE.
 
@@ -288,54 +523,74 @@ def do_wp_page(vma, address, pte):
     mm = vma.vm_mm
     page = vm_normal_page(mm, pte)
     if vma.vm_flags & (VM_SHARED | VM_MAYSHARE):
-        page.dirty = True
-        pgtable.set_pte_at(mm, address, pte | _PAGE_RW | _PAGE_DIRTY | _PAGE_ACCESSED)
-        return "shared page made writable"
+        return wp_page_shared(vma, address, pte, page)
     if page is not None and page.kind == "anon":
         if page.anon_exclusive:
-            reason = "reused: the page is exclusive to this process"
-        elif wp_can_reuse_anon_folio(page, vma):
-            reason = "reused: no other process holds the page any more"
+            if trace._active is not None:
+                trace.note(f"pfn {page.pfn:#x} is PageAnonExclusive: reuse it")
+            reuse = True
         else:
-            reason = None
-        if reason:
+            reuse = wp_can_reuse_anon_folio(page, vma)
+        if reuse:
             page.anon_exclusive = True
-            pgtable.set_pte_at(mm, address, pte | _PAGE_RW | _PAGE_DIRTY | _PAGE_ACCESSED)
-            return reason
+            wp_page_reuse(vma, address, pte, page)
+            return FAULT_OK
     return wp_page_copy(vma, address, pte, page)
 
 
+@traced(hide=("pte",), result=lambda r: None)
+def wp_page_reuse(vma, address, pte, page):
+    """mm/memory.c: wp_page_reuse(): the page stays; its PTE becomes writable and dirty."""
+    pgtable.set_pte_at(vma.vm_mm, address, pte | _PAGE_RW | _PAGE_DIRTY | _PAGE_ACCESSED)
+
+
+@traced(hide=("pte",))
+def wp_page_shared(vma, address, pte, page):
+    """mm/memory.c: wp_page_shared(): a shared page is written in place (no ->page_mkwrite
+    in the model's filesystem): wp_page_reuse(), then the page is dirty."""
+    wp_page_reuse(vma, address, pte, page)
+    fault_dirty_shared_page(vma, page)
+    return FAULT_OK
+
+
+@traced
 def wp_can_reuse_anon_folio(page, vma):
     """mm/memory.c: wp_can_reuse_anon_folio(): reuse when ours is the only reference (a page
     in the swap cache gives its slot up first); folio_move_anon_rmap() then points the page
     at this VMA's anon_vma so later rmap walks skip the other processes."""
     swapcache = 1 if page.swap is not None else 0
     if page.refcount > 1 + swapcache:
+        if trace._active is not None:
+            trace.note(f"pfn {page.pfn:#x} refcount {page.refcount}: shared, copy it")
         return False
     if swapcache:
         from . import swap
         swap.folio_free_swap(vma.vm_mm.machine, page)
     if page.refcount != 1:
         return False
+    if trace._active is not None:
+        trace.note(f"pfn {page.pfn:#x} refcount 1: reuse it, now filed under "
+                   f"{trace.fmt_value(vma.anon_vma)}")
     page.mapping = vma.anon_vma
     return True
 
 
+@traced(hide=("pte",))
 def wp_page_copy(vma, address, pte, old):
     """mm/memory.c: wp_page_copy(): break COW with a new exclusive anonymous page (zeroed when
     the old PTE mapped the zero page)."""
     mm = vma.vm_mm
     phys = mm.machine.phys
-    rmap.anon_vma_prepare(vma)
+    vmf_anon_prepare(vma)
     if old is not None:
         old.refcount += 1            # held across the allocation, as the kernel does
     try:
-        new = mm.machine.alloc_page("anon")
+        new = folio_prealloc(vma, address, old is None)
     finally:
         if old is not None:
             phys.put_page(old)
     if old is not None:
-        new.write(0, old.read(0, PAGE_SIZE))
+        new.write(0, old.read(0, PAGE_SIZE))     # __wp_page_copy_user()
     rmap.folio_add_new_anon_rmap(new, vma, address)
     entry = mk_pte(new, vm_get_page_prot(vma.vm_flags)) | _PAGE_DIRTY | _PAGE_ACCESSED
     if vma.vm_flags & VM_WRITE:
@@ -349,23 +604,57 @@ def wp_page_copy(vma, address, pte, old):
             mm.rss["anon"] -= 1
         rmap.folio_remove_rmap_pte(old)
         phys.put_page(old)
-        return "copied the page"
-    return "copied the zero page"
+    return FAULT_OK
 
 
 # -- zapping -----------------------------------------------------------------------------------
 
-def zap_vma_range(vma, start, end):
-    """mm/memory.c: zap_page_range_single() / unmap_vmas(): clear the PTEs of
-    ``[start, end)`` and drop the pages' mappings and references.
+@traced(hide=("vmas",), result=lambda n: None)
+def unmap_vmas(mm, vmas, start, end):
+    """mm/memory.c: unmap_vmas(): zap the PTEs of every VMA in ``vmas`` within
+    ``[start, end)``. Returns the number of PTEs cleared."""
+    cleared = 0
+    for vma in vmas:
+        lo, hi = max(start, vma.vm_start), min(end, vma.vm_end)
+        if lo < hi:
+            cleared += unmap_single_vma(vma, lo, hi)
+    return cleared
 
-    Returns the number of PTEs cleared.
-    """
+
+@traced(result=lambda n: None)
+def unmap_single_vma(vma, start, end):
+    """mm/memory.c: unmap_single_vma() -> unmap_page_range()."""
+    return unmap_page_range(vma, start, end)
+
+
+# mm/memory.c: unmap_page_range() (6.18). Simplification: zap_p4d_range / zap_pud_range /
+# zap_pmd_range are not shown; each PTE table is one zap_pte_range() call, and pages are freed
+# at once rather than batched in the mmu_gather until tlb_finish_mmu().
+@traced(result=lambda n: None)
+def unmap_page_range(vma, start, end):
+    """Clear the PTEs of ``[start, end)`` PTE table by PTE table. Returns the number cleared."""
+    cleared = 0
+    batch = []
+    for item in list(pgtable.iter_ptes(vma.vm_mm, start, end)):
+        if batch and item[1] is not batch[0][1]:
+            cleared += zap_pte_range(vma, batch[0][0], batch[-1][0] + PAGE_SIZE, batch)
+            batch = []
+        batch.append(item)
+    if batch:
+        cleared += zap_pte_range(vma, batch[0][0], batch[-1][0] + PAGE_SIZE, batch)
+    return cleared
+
+
+@traced(hide=("ptes",), result=lambda n: None)
+def zap_pte_range(vma, start, end, ptes):
+    """mm/memory.c: zap_pte_range(): clear each PTE and drop what it held: a page's
+    mapping and reference (zap_present_ptes), a swap slot's reference (zap_nonpresent_ptes).
+    Returns the number of PTEs cleared."""
     mm = vma.vm_mm
     phys = mm.machine.phys
     cleared = 0
-    for addr, table, index, pte in list(pgtable.iter_ptes(mm, start, end)):
-        del table.entries[index]
+    for addr, table, index, pte in ptes:
+        pgtable.set_pte(table, index, 0)
         cleared += 1
         if not pte_present(pte):
             from . import swap
@@ -383,14 +672,41 @@ def zap_vma_range(vma, start, end):
     return cleared
 
 
+@traced(result=lambda n: None)
+def zap_page_range_single_batched(vma, start, end):
+    """mm/memory.c: zap_page_range_single_batched() (MADV_DONTNEED): unmap_single_vma() on
+    one range. Returns the number of PTEs cleared."""
+    return unmap_single_vma(vma, start, end)
+
+
+# mm/mprotect.c: change_protection() (6.18). Simplification: change_protection_range() and
+# the p4d/pud/pmd levels are not shown; each PTE table is one change_pte_range() call.
+@traced
 def change_protection(vma, start, end, try_writable):
     """mm/mprotect.c: change_protection(): rewrite the present PTEs of ``[start, end)`` with
     the VMA's new protection. Exclusive anonymous pages of a writable private VMA become
     writable at once (MM_CP_TRY_CHANGE_WRITABLE). Returns the number of PTEs changed."""
+    changed = 0
+    batch = []
+    for item in list(pgtable.iter_ptes(vma.vm_mm, start, end)):
+        if batch and item[1] is not batch[0][1]:
+            changed += change_pte_range(vma, batch[0][0], batch[-1][0] + PAGE_SIZE, batch,
+                                        try_writable)
+            batch = []
+        batch.append(item)
+    if batch:
+        changed += change_pte_range(vma, batch[0][0], batch[-1][0] + PAGE_SIZE, batch,
+                                    try_writable)
+    return changed
+
+
+@traced(hide=("ptes", "try_writable"))
+def change_pte_range(vma, start, end, ptes, try_writable):
+    """mm/mprotect.c: change_pte_range(): the PTEs of one table."""
     mm = vma.vm_mm
     prot = vm_get_page_prot(vma.vm_flags)
     changed = 0
-    for addr, table, index, pte in list(pgtable.iter_ptes(mm, start, end)):
+    for addr, table, index, pte in ptes:
         if not pte_present(pte):
             continue
         new = pte_modify(pte, prot)
@@ -400,22 +716,44 @@ def change_protection(vma, start, end, try_writable):
             if page is not None and page.kind == "anon" and page.anon_exclusive:
                 new |= _PAGE_RW
         if new != pte:
-            table.entries[index] = new
+            pgtable.set_pte(table, index, new)
             changed += 1
     return changed
 
 
+# mm/gup.c: populate_vma_page_range() -> __get_user_pages() (6.18). Simplification: a fault
+# that asks for a retry is retried at once with FAULT_FLAG_TRIED (the kernel returns to
+# __get_user_pages_locked() to re-take the lock first).
+@traced
 def populate_vma_page_range(vma, start, end):
     """mm/gup.c: populate_vma_page_range(): fault every page in, as MAP_POPULATE and
-    MADV_POPULATE do; private writable mappings take write faults (COW broken now)."""
+    MADV_POPULATE do; private writable mappings take write faults (COW broken now).
+    Returns the number of pages faulted."""
     if not vma.vm_flags & VM_ACCESS_FLAGS:
         return 0
     write = (vma.vm_flags & (VM_WRITE | VM_SHARED)) == VM_WRITE
+    return __get_user_pages(vma, start, end, write)
+
+
+@traced(hide=("write",))
+def __get_user_pages(vma, start, end, write):
+    """mm/gup.c: __get_user_pages(): each page the page tables do not allow yet is faulted
+    in by faultin_page()."""
     mm = vma.vm_mm
     n = 0
     for addr in range(start, end, PAGE_SIZE):
-        pte = pgtable.get_pte(mm, addr)
-        if not _hw_allows(pte, write):
-            handle_mm_fault(mm, vma, addr, write)
+        if not _hw_allows(pgtable.get_pte(mm, addr), write):
+            faultin_page(vma, addr, write)
             n += 1
     return n
+
+
+@traced(hide=("write",), result=lambda r: 0)
+def faultin_page(vma, address, write):
+    """mm/gup.c: faultin_page(): handle_mm_fault() for one page (retried once when it asks)."""
+    flags = FaultFlags(FAULT_FLAG_WRITE if write else 0)
+    fault = handle_mm_fault(vma, address, flags)
+    while fault & VM_FAULT_RETRY:
+        flags |= FAULT_FLAG_TRIED
+        fault = handle_mm_fault(vma, address, flags)
+    return fault

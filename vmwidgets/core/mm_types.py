@@ -7,7 +7,8 @@ pages (order 0): there are no large folios and no THP.
 
 from sortedcontainers import SortedKeyList
 
-from .flags import (PAGE_SHIFT, VM_EXEC, VM_MAYSHARE, VM_READ, VM_WRITE)
+from .flags import (PAGE_SHIFT, VM_EXEC, VM_MAYSHARE, VM_READ, VM_WRITE, vm_flags_names)
+from .. import trace
 
 
 class Page:
@@ -62,6 +63,9 @@ class Page:
         return (f"Page(pfn={self.pfn:#x}, kind={self.kind!r}, mapcount={self.mapcount}, "
                 f"refcount={self.refcount})")
 
+    def __trace__(self):
+        return f"pfn {self.pfn:#x}"
+
 
 class AnonVma:
     """``struct anon_vma``: where anonymous pages of a family of VMAs are found by rmap.
@@ -83,6 +87,9 @@ class AnonVma:
 
     def __repr__(self):
         return f"AnonVma(id={self.id})"
+
+    def __trace__(self):
+        return f"anon_vma#{self.id}"
 
 
 class AnonVmaChain:
@@ -158,6 +165,25 @@ class VmAreaStruct:
     def __repr__(self):
         return (f"VmAreaStruct({self.vm_start:#x}, {self.vm_end:#x}, {self.perms()!r}, "
                 f"pgoff={self.vm_pgoff:#x}, id={self.id})")
+
+    def __trace__(self):
+        return f"vma[{self.vm_start:#x}-{self.vm_end:#x} {self.perms()}]"
+
+
+def vm_flags_reset(vma, flags):
+    """include/linux/mm.h: vm_flags_reset(): give ``vma`` new flags (a state change the call
+    tree shows as the VM_* bits set and cleared)."""
+    old = vma.vm_flags
+    vma.vm_flags = flags
+    if trace._active is not None and old != flags:
+        trace.note(f"{vma.__trace__()}: vm_flags {vm_flags_change(old, flags)}")
+
+
+def vm_flags_change(old, new):
+    """``+VM_X -VM_Y``: the VM_* bits set and cleared between two flag words."""
+    added = ["+" + n for n in vm_flags_names(new & ~old)]
+    removed = ["-" + n for n in vm_flags_names(old & ~new)]
+    return " ".join(added + removed)
 
 
 def _vm_start(vma):
@@ -253,22 +279,34 @@ class MmStruct:
         return out
 
     def insert(self, vma):
+        """vma_iter_store_new(): a new VMA enters the tree (``map_count`` + 1)."""
         self.mm_mt.add(vma)
+        if trace._active is not None:
+            trace.note(f"vma inserted: {vma.__trace__()}")
 
     def remove(self, vma):
+        """The VMA leaves the tree (detached for munmap, or swallowed by a merge)."""
         self.mm_mt.remove(vma)
+        if trace._active is not None:
+            trace.note(f"vma removed: {vma.__trace__()}")
 
     def set_range(self, vma, start, end, pgoff):
         """mm/vma.h: vma_set_range(), keeping the sorted structure consistent."""
         in_tree = vma in self.mm_mt
         if in_tree:
             self.mm_mt.remove(vma)
+        if trace._active is not None:
+            moved = f" pgoff {vma.vm_pgoff:#x} -> {pgoff:#x}" if pgoff != vma.vm_pgoff else ""
+            trace.note(f"{vma.__trace__()} -> [{start:#x}-{end:#x}]{moved}")
         vma.vm_start, vma.vm_end, vma.vm_pgoff = start, end, pgoff
         if in_tree:
             self.mm_mt.add(vma)
 
     def __iter__(self):
         return iter(list(self.mm_mt))
+
+    def __trace__(self):
+        return f"mm(pid {self.owner.pid})" if self.owner is not None else "mm"
 
 
 def for_each_vma(mm):

@@ -17,6 +17,8 @@ from .flags import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_HUGETLB, 
                     VM_NOHUGEPAGE, VM_NORESERVE, VM_SHARED, VM_WRITE, calc_vm_flag_bits,
                     calc_vm_prot_bits, offset_in_page, page_align)
 from .mm_types import VmAreaStruct
+from .. import trace
+from ..trace import traced
 
 PMD_SIZE = 1 << PMD_SHIFT
 #: arch/x86/include/asm/page_64_types.h: DEFAULT_MAP_WINDOW (47-bit user space).
@@ -42,6 +44,7 @@ def mmap_address_hint_valid(addr, length):
     return (addr > DEFAULT_MAP_WINDOW) == (addr + length > DEFAULT_MAP_WINDOW)
 
 
+@traced(hide=("mm",))
 def unmapped_area_topdown(mm, length, low_limit, high_limit):
     """mm/vma.c: unmapped_area_topdown(): the highest gap of ``length`` bytes below
     ``high_limit`` (respecting stack guard gaps), or None."""
@@ -63,6 +66,7 @@ def unmapped_area_topdown(mm, length, low_limit, high_limit):
         gap_end = min(high_limit, vm_start_gap(prev))
 
 
+@traced(name="unmapped_area", hide=("mm",))
 def unmapped_area_bottomup(mm, length, low_limit, high_limit):
     """mm/vma.c: unmapped_area(): the lowest gap of ``length`` bytes at or above ``low_limit``."""
     low_limit = max(low_limit, mm.machine.sysctl["vm.mmap_min_addr"])
@@ -82,8 +86,20 @@ def unmapped_area_bottomup(mm, length, low_limit, high_limit):
         i += 1
 
 
+@traced(name="vm_unmapped_area", hide=("mm",))
+def vm_unmapped_area(mm, length, low_limit, high_limit, topdown):
+    """mm/mmap.c: vm_unmapped_area(): the lowest (or, top-down, highest) free gap of
+    ``length`` bytes in ``[low_limit, high_limit)``; None (the kernel: -ENOMEM) if none."""
+    if topdown:
+        return unmapped_area_topdown(mm, length, low_limit, high_limit)
+    return unmapped_area_bottomup(mm, length, low_limit, high_limit)
+
+
+@traced(name="arch_get_unmapped_area_topdown_vmflags", hide=("mm",))
 def arch_get_unmapped_area_topdown(mm, addr, length, flags):
-    """arch/x86/kernel/sys_x86_64.c: arch_get_unmapped_area_topdown()."""
+    """arch/x86/kernel/sys_x86_64.c: arch_get_unmapped_area_topdown_vmflags(): the hint if
+    it is free, else the highest gap below ``mmap_base``, else bottom-up from
+    TASK_UNMAPPED_BASE (arch_get_unmapped_area_vmflags())."""
     if length > TASK_SIZE:
         return -ENOMEM
     if flags & MAP_FIXED:
@@ -95,33 +111,54 @@ def arch_get_unmapped_area_topdown(mm, addr, length, flags):
                 vma = mm.find_vma(addr)
                 if vma is None or addr + length <= vm_start_gap(vma):
                     return addr
-        found = unmapped_area_topdown(mm, length, PAGE_SIZE, mm.mmap_base)
+        found = vm_unmapped_area(mm, length, PAGE_SIZE, mm.mmap_base, True)
         if found is not None:
             return found
     # Bottom-up fallback (arch_get_unmapped_area with the legacy base).
-    found = unmapped_area_bottomup(mm, length, TASK_UNMAPPED_BASE, TASK_SIZE)
+    found = arch_get_unmapped_area_bottomup(mm, length)
     return found if found is not None else -ENOMEM
 
 
+@traced(name="arch_get_unmapped_area_vmflags", hide=("mm",))
+def arch_get_unmapped_area_bottomup(mm, length):
+    """arch/x86/kernel/sys_x86_64.c: arch_get_unmapped_area_vmflags(), the legacy
+    bottom-up search from TASK_UNMAPPED_BASE."""
+    return vm_unmapped_area(mm, length, TASK_UNMAPPED_BASE, TASK_SIZE, False)
+
+
+@traced(name="mm_get_unmapped_area_vmflags", hide=("mm",))
+def mm_get_unmapped_area_vmflags(mm, addr, length, flags):
+    """mm/mmap.c: mm_get_unmapped_area_vmflags(): the mm's layout decides (top-down here)."""
+    return arch_get_unmapped_area_topdown(mm, addr, length, flags)
+
+
+@traced(name="__thp_get_unmapped_area", hide=("mm",))
+def thp_get_unmapped_area(mm, length, flags):
+    """mm/huge_memory.c: thp_get_unmapped_area_vmflags() -> __thp_get_unmapped_area(): ask
+    for 2 MiB more and align the start to 2 MiB inside it; plain search if that fails."""
+    padded = mm_get_unmapped_area_vmflags(mm, 0, length + PMD_SIZE, flags)
+    if padded >= 0:
+        off_sub = (-padded) & (PMD_SIZE - 1)
+        return padded + PMD_SIZE if not off_sub else padded + off_sub
+    return mm_get_unmapped_area_vmflags(mm, 0, length, flags)
+
+
+@traced(name="__get_unmapped_area", hide=("mm", "vm_flags", "root"))
 def get_unmapped_area(mm, file, addr, length, pgoff, flags, vm_flags=0, root=True):
     """mm/mmap.c: __get_unmapped_area(): pick (or check) the address of a new mapping.
 
     Anonymous private mappings whose length is a multiple of 2 MiB and that have no hint
     are aligned to 2 MiB so that THP can back them (thp_get_unmapped_area_vmflags).
     Returns the address, or a negative errno.
+    Simplification: a file's or shmem's own ->get_unmapped_area is the mm's.
     """
     if length > TASK_SIZE:
         return -ENOMEM
     if (file is None and not flags & MAP_SHARED and not addr and length % PMD_SIZE == 0
             and not flags & MAP_FIXED):
-        padded = arch_get_unmapped_area_topdown(mm, 0, length + PMD_SIZE, flags)
-        if padded >= 0:
-            off_sub = (-padded) & (PMD_SIZE - 1)
-            addr = padded + PMD_SIZE if not off_sub else padded + off_sub
-        else:
-            addr = arch_get_unmapped_area_topdown(mm, 0, length, flags)
+        addr = thp_get_unmapped_area(mm, length, flags)
     else:
-        addr = arch_get_unmapped_area_topdown(mm, addr, length, flags)
+        addr = mm_get_unmapped_area_vmflags(mm, addr, length, flags)
     if addr < 0:
         return addr
     if addr > TASK_SIZE - length:
@@ -147,6 +184,7 @@ def accountable_mapping(file, vm_flags):
     return (vm_flags & (VM_NORESERVE | VM_SHARED | VM_WRITE)) == VM_WRITE
 
 
+@traced(name="__vm_enough_memory", hide=("machine",))
 def vm_enough_memory(machine, pages):
     """mm/util.c: __vm_enough_memory() for vm.overcommit_memory 0 (heuristic) and 1 (always)."""
     mode = machine.sysctl["vm.overcommit_memory"]
@@ -161,18 +199,24 @@ def vm_enough_memory(machine, pages):
 
 # -- mmap ----------------------------------------------------------------------------------------
 
-def do_mmap(proc, addr, length, prot, flags, fd, offset):
-    """arch/x86 sys_mmap -> ksys_mmap_pgoff -> vm_mmap_pgoff -> do_mmap -> mmap_region.
+def sys_mmap(proc, addr, length, prot, flags, fd, offset):
+    """arch/x86/kernel/sys_x86_64.c: SYSCALL_DEFINE6(mmap): the offset must be page aligned;
+    then ksys_mmap_pgoff() -> vm_mmap_pgoff() -> do_mmap() -> mmap_region().
 
     Returns ``(address, outcome)``: the new mapping's address and a sentence on what the
     kernel did (merged or new VMA).
     """
-    mm = proc.mm
-    machine = mm.machine
-    fail = lambda err, why: syscall_error(err, "mmap", why)  # noqa: E731
     if offset & ~PAGE_MASK & ULONG_MAX:
-        raise fail(EINVAL, f"offset {offset:#x} is not a multiple of the page size")
-    pgoff = offset >> PAGE_SHIFT
+        raise syscall_error(EINVAL, "mmap", f"offset {offset:#x} is not a multiple of the "
+                                            "page size")
+    return ksys_mmap_pgoff(proc, addr, length, prot, flags, fd, offset >> PAGE_SHIFT)
+
+
+@traced(hide=("proc",), result=lambda r: r[0])
+def ksys_mmap_pgoff(proc, addr, len, prot, flags, fd, pgoff):
+    """mm/mmap.c: ksys_mmap_pgoff(): look the file up (EBADF), refuse MAP_HUGETLB (no huge
+    pages reserved), then vm_mmap_pgoff()."""
+    fail = lambda err, why: syscall_error(err, "mmap", why)  # noqa: E731
     file = None
     if not flags & MAP_ANONYMOUS:
         file = proc.files.get(fd)
@@ -180,6 +224,29 @@ def do_mmap(proc, addr, length, prot, flags, fd, offset):
             raise fail(EBADF, f"file descriptor {fd} is not open (and MAP_ANONYMOUS is not set)")
     if flags & MAP_HUGETLB:
         raise fail(ENOMEM, "MAP_HUGETLB needs reserved huge pages (vm.nr_hugepages is 0)")
+    return vm_mmap_pgoff(proc, file, addr, len, prot, flags, pgoff, fd)
+
+
+@traced(hide=("proc", "fd"), result=lambda r: r[0])
+def vm_mmap_pgoff(proc, file, addr, len, prot, flags, pgoff, fd=-1):
+    """mm/util.c: vm_mmap_pgoff(): do_mmap() under the mmap lock, then fault the pages in
+    (mm_populate) for MAP_POPULATE or VM_LOCKED."""
+    addr, outcome, populate = do_mmap(proc, file, addr, len, prot, flags, pgoff, fd)
+    if populate:
+        mm_populate(proc.mm, addr, addr + populate)
+        outcome += "; pages populated"
+    return addr, outcome
+
+
+@traced(hide=("proc", "fd"), result=lambda r: r[0])
+def do_mmap(proc, file, addr, len, prot, flags, pgoff, fd=-1):
+    """mm/mmap.c: do_mmap(): check the request, choose the address (__get_unmapped_area),
+    compute the VMA flags, then mmap_region(). Returns ``(address, outcome, populate)``:
+    ``populate`` is the number of bytes vm_mmap_pgoff() must fault in."""
+    length = len
+    mm = proc.mm
+    machine = mm.machine
+    fail = lambda err, why: syscall_error(err, "mmap", why)  # noqa: E731
     if length == 0:
         raise fail(EINVAL, "length is 0")
     if flags & MAP_FIXED_NOREPLACE:
@@ -225,10 +292,10 @@ def do_mmap(proc, addr, length, prot, flags, fd, offset):
     if flags & MAP_NORESERVE and machine.sysctl["vm.overcommit_memory"] != 2:
         vm_flags |= VM_NORESERVE
     vma, outcome = mmap_region(proc, file, addr, length, vm_flags, pgoff)
+    populate = 0
     if vm_flags & VM_LOCKED or (flags & (MAP_POPULATE | MAP_NONBLOCK)) == MAP_POPULATE:
-        mm_populate(mm, addr, addr + length)
-        outcome += "; pages populated"
-    return addr, outcome
+        populate = length
+    return addr, outcome, populate
 
 
 def _file_vm_flags(proc, file, fd, map_type, vm_flags, prot, fail):
@@ -249,11 +316,45 @@ def _file_vm_flags(proc, file, fd, map_type, vm_flags, prot, fail):
     return vm_flags
 
 
+@traced(hide=("proc",), result=lambda r: r[0].vm_start)
 def mmap_region(proc, file, addr, length, vm_flags, pgoff):
-    """mm/vma.c: __mmap_region(): unmap what is in the way, charge, merge or create."""
+    """mm/vma.c: mmap_region(): architecture checks (none here), then __mmap_region().
+    Returns ``(vma, outcome)``."""
+    return __mmap_region(proc, file, addr, length, vm_flags, pgoff)
+
+
+# mm/vma.c: __mmap_region() (6.18). Simplification: the commit charge and vm.max_map_count
+# are checked before the overlapping VMAs are gathered (the kernel splits them first, so a
+# refused MAP_FIXED mmap may leave them split).
+@traced(name="__mmap_region", hide=("proc",), result=lambda r: r[0].vm_start)
+def __mmap_region(proc, file, addr, length, vm_flags, pgoff):
+    """Unmap what is in the way (__mmap_setup), merge with a neighbour
+    (vma_merge_new_range) or make a new VMA (__mmap_new_vma), then finish
+    (__mmap_complete). Returns ``(vma, outcome)``."""
     mm = proc.mm
-    machine = mm.machine
     end = addr + length
+    vms, vm_flags = __mmap_setup(mm, file, addr, end, vm_flags)
+    vma, prev = mm.find_vma_prev(addr)
+    vmg = vma_mod.VmaMergeStruct(mm=mm, prev=prev, next=vma, start=addr, end=end, pgoff=pgoff,
+                                 flags=vm_flags, file=file)
+    merged = None
+    if prev is not None or vma is not None:
+        merged = vma_mod.vma_merge_new_range(vmg)
+    if merged is not None:
+        new, outcome = merged, vmg.outcome
+    else:
+        new, outcome = __mmap_new_vma(mm, file, addr, end, vm_flags, pgoff), "a new VMA"
+    __mmap_complete(vms, new)
+    return new, outcome
+
+
+@traced(name="__mmap_setup", hide=("mm", "file"), result=lambda r: 0)
+def __mmap_setup(mm, file, addr, end, vm_flags):
+    """mm/vma.c: __mmap_setup(): gather the VMAs in the way (vms_gather_munmap_vmas), check
+    the commit charge (VM_ACCOUNT), and clear the old PTEs (vms_clean_up_area).
+    Returns ``(vms, vm_flags)``."""
+    machine = mm.machine
+    length = end - addr
     pglen = length >> PAGE_SHIFT
     overlapping = mm.vmas_in(addr, end)
     nr_accounted = 0
@@ -273,36 +374,56 @@ def mmap_region(proc, file, addr, length, vm_flags, pgoff):
                 f"not enough memory to commit {charged} pages (RAM + swap under the "
                 "vm.overcommit_memory policy)"))
         vm_flags |= VM_ACCOUNT
+    vms = vma_mod.VmaMunmapStruct(mm, addr, end)
     if overlapping:
-        vma_mod.do_vmi_align_munmap(mm, addr, end, "mmap")
+        vma_mod.vms_gather_munmap_vmas(vms, "mmap")
+        vma_mod.vms_clean_up_area(vms)
+    return vms, vm_flags
+
+
+@traced(name="__mmap_new_vma", hide=("mm", "file", "vm_flags", "pgoff"))
+def __mmap_new_vma(mm, file, addr, end, vm_flags, pgoff):
+    """mm/vma.c: __mmap_new_vma(): vm_area_alloc(), the backing object (a MAP_SHARED
+    anonymous mapping gets its shmem file: shmem_zero_setup), vma_iter_store_new(), and
+    vma_link_file() for a file."""
     if file is None and vm_flags & VM_SHARED:
-        file = filemap.shmem_zero_setup(machine)
-    vma, prev = mm.find_vma_prev(addr)
-    vmg = vma_mod.VmaMergeStruct(mm=mm, prev=prev, next=vma, start=addr, end=end, pgoff=pgoff,
-                                 flags=vm_flags, file=file)
-    merged = None
-    if file is None or not file.shmem:
-        merged = vma_mod.vma_merge_new_range(vmg)
-    if merged is not None:
-        return merged, vmg.outcome
+        file = filemap.shmem_zero_setup(mm.machine)
     new = VmAreaStruct(mm, addr, end, vm_flags, pgoff, file)
     mm.insert(new)
     if file is not None:
         file.mapping.i_mmap.add(new)
-    return new, "a new VMA"
+    return new
 
 
+@traced(name="__mmap_complete", result=lambda r: None)
+def __mmap_complete(vms, vma):
+    """mm/vma.c: __mmap_complete(): free the VMAs the new mapping replaced
+    (vms_complete_munmap_vmas), account, set vm_page_prot."""
+    vma_mod.vms_complete_munmap_vmas(vms)
+
+
+@traced(name="__mm_populate", hide=("mm",), result=lambda r: 0)
 def mm_populate(mm, start, end):
     """mm/gup.c: __mm_populate(): fault in every page of every VMA in ``[start, end)``."""
     for vma in mm.vmas_in(start, end):
         memory.populate_vma_page_range(vma, max(start, vma.vm_start), min(end, vma.vm_end))
 
 
+# -- munmap --------------------------------------------------------------------------------------
+
+@traced(name="__vm_munmap", hide=("mm",))
+def vm_munmap(mm, start, len):
+    """mm/mmap.c: __vm_munmap(), what munmap(2) calls: do_vmi_munmap() under the mmap lock."""
+    return vma_mod.do_vmi_munmap(mm, start, len, "munmap")
+
+
 # -- brk ------------------------------------------------------------------------------------------
 
+@traced(name="__do_sys_brk", hide=("proc",), result=lambda r: r[0])
 def sys_brk(proc, brk):
     """mm/mmap.c: SYSCALL_DEFINE1(brk): move the program break; on any failure return the
-    old break unchanged (never an errno). Returns ``(break, outcome)``."""
+    old break unchanged (never an errno). Shrinking unmaps (do_vmi_align_munmap), growing
+    extends the heap VMA (do_brk_flags). Returns ``(break, outcome)``."""
     mm = proc.mm
     machine = mm.machine
     origbrk = mm.brk
@@ -329,13 +450,28 @@ def sys_brk(proc, brk):
         return origbrk, (f"refused: the heap would come too close to the mapping at "
                          f"{nxt[0].vm_start:#x}")
     length = (newbrk - oldbrk) & ULONG_MAX     # unsigned: a break near 2**64 wraps
-    flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT
-    if mm.map_count > machine.sysctl["vm.max_map_count"]:
-        return origbrk, "refused: too many VMAs"
-    if not vm_enough_memory(machine, length >> PAGE_SHIFT):
-        return origbrk, "refused: not enough memory to commit"
     prev = mm.find_vma_prev(oldbrk)[1]
     brkvma = prev if prev is not None and prev.vm_start >= mm.start_brk else None
+    refused = do_brk_flags(mm, brkvma, oldbrk, length)
+    if refused:
+        return origbrk, refused
+    mm.brk = brk
+    return brk, (f"heap VMA grew to {newbrk:#x}" if brkvma is not None and brkvma.vm_end == newbrk
+                 else f"new heap VMA {oldbrk:#x}-{newbrk:#x}")
+
+
+@traced(hide=("mm",), result=lambda refused: -12 if refused else 0)
+def do_brk_flags(mm, brkvma, addr, len):
+    """mm/vma.c: do_brk_flags(): extend the heap VMA ``brkvma`` over ``[addr, addr+len)``
+    (vma_merge_new_range) or make a new VMA there. Returns None, or why it was refused
+    (vm.max_map_count, commit charge)."""
+    machine = mm.machine
+    oldbrk, newbrk, length = addr, (addr + len) & ULONG_MAX, len
+    flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT
+    if mm.map_count > machine.sysctl["vm.max_map_count"]:
+        return "refused: too many VMAs"
+    if not vm_enough_memory(machine, length >> PAGE_SHIFT):
+        return "refused: not enough memory to commit"
     outcome = None
     if brkvma is not None and brkvma.vm_end == oldbrk:
         vmg = vma_mod.VmaMergeStruct(mm=mm, prev=brkvma, next=None, start=oldbrk, end=newbrk,
@@ -344,6 +480,4 @@ def sys_brk(proc, brk):
             outcome = f"heap VMA grew to {newbrk:#x}"
     if outcome is None:
         mm.insert(VmAreaStruct(mm, oldbrk, newbrk, flags, oldbrk >> PAGE_SHIFT))
-        outcome = f"new heap VMA {oldbrk:#x}-{newbrk:#x}"
-    mm.brk = brk
-    return brk, outcome
+    return None

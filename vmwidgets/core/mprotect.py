@@ -11,8 +11,11 @@ from .flags import (PROT_EXEC, PROT_GROWSDOWN, PROT_GROWSUP, PROT_READ, PROT_SEM
                     VM_NORESERVE, VM_SHARED, VM_WRITE, calc_vm_prot_bits, offset_in_page,
                     page_align, ULONG_MAX)
 from .mmap import vm_enough_memory
+from .mm_types import vm_flags_reset
+from ..trace import traced
 
 
+@traced(hide=("proc",), result=lambda r: 0)
 def do_mprotect_pkey(proc, start, length, prot):
     """mm/mprotect.c: do_mprotect_pkey() without pkeys. Returns a list of outcome sentences."""
     mm = proc.mm
@@ -72,6 +75,7 @@ def do_mprotect_pkey(proc, start, length, prot):
     return outcomes
 
 
+@traced(hide=("mm", "prev"), result=lambda r: 0)
 def mprotect_fixup(mm, vma, prev, start, end, newflags):
     """mm/mprotect.c: mprotect_fixup(): merge or split, set the flags, rewrite the PTEs.
 
@@ -91,7 +95,7 @@ def mprotect_fixup(mm, vma, prev, start, end, newflags):
     elif oldflags & VM_ACCOUNT and vma.is_anonymous() and vma.anon_vma is None:
         newflags &= ~VM_ACCOUNT
     vma, outcome = vma_mod.vma_modify(mm, prev, vma, start, end, newflags, "mprotect")
-    vma.vm_flags = newflags
+    vm_flags_reset(vma, newflags)
     try_writable = bool(newflags & VM_WRITE) and not newflags & VM_SHARED
     changed = memory.change_protection(vma, start, end, try_writable)
     detail = f"; {changed} PTE(s) rewritten" if changed else ""

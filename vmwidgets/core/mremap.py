@@ -16,7 +16,9 @@ from .flags import (MAP_FIXED, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMA
                     VM_LOCKED, VM_LOCKONFAULT, VM_MAYSHARE, VM_PFNMAP, VM_SHARED,
                     offset_in_page, page_align)
 from .mmap import get_unmapped_area, vm_enough_memory
-from .mm_types import VmAreaStruct
+from .mm_types import VmAreaStruct, vm_flags_reset
+from .. import trace
+from ..trace import traced
 
 
 def _fail(err, why):
@@ -47,7 +49,12 @@ class VmaRemapStruct:
     def delta(self):
         return abs(self.new_len - self.old_len)
 
+    def __trace__(self):
+        return (f"vrm[{self.addr:#x}+{self.old_len:#x} -> {self.new_addr:#x}+"
+                f"{self.new_len:#x}]")
 
+
+@traced(hide=("proc",), result=lambda r: r[0])
 def do_mremap(proc, addr, old_len, new_len, flags, new_addr):
     """mm/mremap.c: do_mremap(). Returns ``(address, outcome)``."""
     vrm = VmaRemapStruct(addr, page_align(old_len), page_align(new_len), flags, new_addr)
@@ -91,6 +98,7 @@ def check_mremap_params(mm, vrm, raw_old, raw_new):
         raise _fail(ENOMEM, "a move could need more VMAs than vm.max_map_count allows")
 
 
+@traced(hide=("proc",), result=lambda r: 0)
 def check_prep_vma(proc, vrm):
     """mm/mremap.c: check_prep_vma(): the source must be one mapped VMA range."""
     vma = vrm.vma
@@ -118,33 +126,66 @@ def check_prep_vma(proc, vrm):
         raise _fail(EFAULT, "this special mapping cannot grow")
 
 
+@traced(hide=("proc",), result=lambda r: r[0])
 def mremap_at(proc, vrm):
-    """Resize in place, or move when growing in place is impossible (MREMAP_MAYMOVE)."""
-    mm = proc.mm
+    """mm/mremap.c: mremap_at(): resize in place (shrink_vma, expand_vma), or move when
+    growing in place is impossible (MREMAP_MAYMOVE)."""
     if vrm.remap_type == "no_resize":
         return vrm.addr, "same size: nothing to do"
     if vrm.remap_type == "shrink":
-        vma_mod.do_vmi_munmap(mm, vrm.addr + vrm.new_len, vrm.delta, "mremap")
+        shrink_vma(proc, vrm)
         return vrm.addr, f"shrank in place; {vrm.addr + vrm.new_len:#x}-{vrm.addr + vrm.old_len:#x} unmapped"
+    return expand_vma(proc, vrm)
+
+
+@traced(hide=("proc",), result=lambda r: 0)
+def shrink_vma(proc, vrm):
+    """mm/mremap.c: shrink_vma(): unmap the tail ``[addr + new_len, addr + old_len)``."""
+    vma_mod.do_vmi_munmap(proc.mm, vrm.addr + vrm.new_len, vrm.delta, "mremap")
+    vrm.vma = proc.mm.vma_lookup(vrm.addr)
+
+
+@traced(hide=("proc",), result=lambda r: r[0])
+def expand_vma(proc, vrm):
+    """mm/mremap.c: expand_vma(): grow in place when the range ends the VMA and the space
+    after it is free (expand_vma_in_place), else move (vrm_set_new_addr, move_vma)."""
+    mm = proc.mm
     vma = vrm.vma
     if vrm.addr + vrm.old_len == vma.vm_end and vma_expandable(mm, vma, vrm.delta):
-        if vma.vm_flags & VM_ACCOUNT and not vm_enough_memory(mm.machine, vrm.delta >> PAGE_SHIFT):
-            raise _fail(ENOMEM, "not enough memory to commit the growth")
-        vmg = vma_mod.VmaMergeStruct(
-            mm=mm, prev=vma, next=mm.vma_next(vma), start=vma.vm_end, end=vma.vm_end + vrm.delta,
-            pgoff=vma.vm_pgoff + vma.pages(), flags=vma.vm_flags, file=vma.vm_file,
-            anon_vma=vma.anon_vma)
-        merged = vma_mod.vma_merge_new_range(vmg)
-        if merged is None:
-            raise _fail(ENOMEM, "could not extend the VMA")
-        outcome = "grew in place" + (" and merged with the next VMA"
-                                     if "both" in vmg.outcome else "")
+        merged_next = expand_vma_in_place(proc, vrm)
+        outcome = "grew in place" + (" and merged with the next VMA" if merged_next else "")
         return vrm.addr, outcome
     if not vrm.flags & MREMAP_MAYMOVE:
         raise _fail(ENOMEM, "cannot grow in place (the next page is in use or the range does "
                             "not reach the end of the VMA) and MREMAP_MAYMOVE is not set")
     vrm_set_new_addr(proc, vrm)
     return move_vma(proc, vrm)
+
+
+@traced(hide=("proc",), result=lambda r: 0)
+def expand_vma_in_place(proc, vrm):
+    """mm/mremap.c: expand_vma_in_place(): charge the growth, then vma_merge_extend().
+    Returns True when the VMA also merged with the next one."""
+    mm = proc.mm
+    vma = vrm.vma
+    if vma.vm_flags & VM_ACCOUNT and not vm_enough_memory(mm.machine, vrm.delta >> PAGE_SHIFT):
+        raise _fail(ENOMEM, "not enough memory to commit the growth")
+    vmg = vma_merge_extend(mm, vma, vrm.delta)
+    return "both" in vmg.outcome
+
+
+@traced(hide=("mm",), result=lambda vmg: vmg.target)
+def vma_merge_extend(mm, vma, delta):
+    """mm/vma.c: vma_merge_extend(): vma_merge_new_range() for ``[vm_end, vm_end + delta)``
+    with the VMA itself as ``prev`` (and the next VMA, which it may swallow).
+    Returns the merge state."""
+    vmg = vma_mod.VmaMergeStruct(
+        mm=mm, prev=vma, next=mm.vma_next(vma), start=vma.vm_end, end=vma.vm_end + delta,
+        pgoff=vma.vm_pgoff + vma.pages(), flags=vma.vm_flags, file=vma.vm_file,
+        anon_vma=vma.anon_vma)
+    if vma_mod.vma_merge_new_range(vmg) is None:
+        raise _fail(ENOMEM, "could not extend the VMA")
+    return vmg
 
 
 def vma_expandable(mm, vma, delta):
@@ -155,22 +196,29 @@ def vma_expandable(mm, vma, delta):
     return not mm.vmas_in(vma.vm_end, end)
 
 
+@traced(hide=("proc",), result=lambda r: r[0])
 def mremap_to(proc, vrm):
     """mm/mremap.c: mremap_to(): MREMAP_FIXED / MREMAP_DONTUNMAP."""
     mm = proc.mm
     if vrm.flags & MREMAP_FIXED:
-        vma_mod.do_vmi_munmap(mm, vrm.new_addr, vrm.new_len, "mremap")
+        do_munmap(mm, vrm.new_addr, vrm.new_len)
         vrm.vma = mm.vma_lookup(vrm.addr)
         if vrm.vma is None:
             raise _fail(EFAULT, "the old range was unmapped")
     if vrm.remap_type == "shrink":
-        vma_mod.do_vmi_munmap(mm, vrm.addr + vrm.new_len, vrm.delta, "mremap")
+        shrink_vma(proc, vrm)
         vrm.old_len = vrm.new_len
-        vrm.vma = mm.vma_lookup(vrm.addr)
     vrm_set_new_addr(proc, vrm)
     return move_vma(proc, vrm)
 
 
+@traced(hide=("mm",))
+def do_munmap(mm, start, len):
+    """mm/mmap.c: do_munmap(): do_vmi_munmap() on a fresh iterator."""
+    return vma_mod.do_vmi_munmap(mm, start, len, "mremap")
+
+
+@traced(hide=("proc",), result=lambda r: 0)
 def vrm_set_new_addr(proc, vrm):
     vma = vrm.vma
     pgoff = vma.vm_pgoff + ((vrm.addr - vma.vm_start) >> PAGE_SHIFT)
@@ -184,8 +232,11 @@ def vrm_set_new_addr(proc, vrm):
     vrm.new_addr = got
 
 
+@traced(hide=("proc",), result=lambda r: r[0])
 def move_vma(proc, vrm):
-    """mm/mremap.c: move_vma(): copy the VMA, move its PTEs, unmap the old range."""
+    """mm/mremap.c: move_vma(): copy the VMA and its PTEs (copy_vma_and_data), then unmap
+    the old range (unmap_source_vma), or keep it empty with MREMAP_DONTUNMAP
+    (dontunmap_complete)."""
     mm = proc.mm
     if mm.map_count >= mm.machine.sysctl["vm.max_map_count"] - 3:
         raise _fail(ENOMEM, "too close to vm.max_map_count to move a mapping")
@@ -195,20 +246,51 @@ def move_vma(proc, vrm):
         charge = new_len if vrm.flags & MREMAP_DONTUNMAP else max(0, new_len - old_len)
         if charge and not vm_enough_memory(mm.machine, charge >> PAGE_SHIFT):
             raise _fail(ENOMEM, "not enough memory to commit the moved mapping")
-    new_pgoff = vma.vm_pgoff + ((old_addr - vma.vm_start) >> PAGE_SHIFT)
-    new_vma, vma, merged = copy_vma(mm, vma, new_addr, new_len, new_pgoff)
-    move_page_tables(mm, old_addr, new_addr, min(old_len, new_len))
+    new_vma, merged = copy_vma_and_data(mm, vrm)
     if vrm.flags & MREMAP_DONTUNMAP:
-        vma.vm_flags &= ~(VM_LOCKED | VM_LOCKONFAULT)
-        if new_vma is not vma and old_addr == vma.vm_start and old_addr + old_len == vma.vm_end:
-            from . import rmap
-            rmap.unlink_anon_vmas(vma)
+        dontunmap_complete(vrm, new_vma)
     else:
-        vma_mod.do_vmi_align_munmap(mm, old_addr, old_addr + old_len, "mremap")
+        unmap_source_vma(mm, vrm)
     where = "merged at its new place" if merged else "a new VMA at its new place"
     return new_addr, f"moved {old_addr:#x} -> {new_addr:#x} ({where})"
 
 
+@traced(hide=("mm",), result=lambda r: 0)
+def copy_vma_and_data(mm, vrm):
+    """mm/mremap.c: copy_vma_and_data(): the destination VMA (copy_vma), then the PTEs
+    (move_page_tables). Returns ``(new_vma, merged)``; ``vrm.vma`` is the source VMA (a
+    merge may have replaced it)."""
+    vma = vrm.vma
+    new_pgoff = vma.vm_pgoff + ((vrm.addr - vma.vm_start) >> PAGE_SHIFT)
+    new_vma, vrm.vma, merged = copy_vma(mm, vma, vrm.new_addr, vrm.new_len, new_pgoff)
+    move_page_tables(mm, vrm.addr, vrm.new_addr, min(vrm.old_len, vrm.new_len))
+    return new_vma, merged
+
+
+@traced(hide=("new_vma",), result=lambda r: None)
+def dontunmap_complete(vrm, new_vma):
+    """mm/mremap.c: dontunmap_complete(): the old VMA stays, empty; it loses VM_LOCKED, and
+    its anon_vma links when the whole VMA moved."""
+    vma = vrm.vma
+    old_addr, old_len = vrm.addr, vrm.old_len
+    vm_flags_reset(vma, vma.vm_flags & ~(VM_LOCKED | VM_LOCKONFAULT))
+    if new_vma is not vma and old_addr == vma.vm_start and old_addr + old_len == vma.vm_end:
+        from . import rmap
+        rmap.unlink_anon_vmas(vma)
+
+
+@traced(hide=("mm",), result=lambda r: None)
+def unmap_source_vma(mm, vrm):
+    """mm/mremap.c: unmap_source_vma(): do_vmi_munmap() of the old range. A failure is
+    ignored, as the kernel does (an old length of 0, duplicating a shared mapping, unmaps
+    nothing)."""
+    try:
+        vma_mod.do_vmi_munmap(mm, vrm.addr, vrm.old_len, "mremap")
+    except OSError:
+        pass
+
+
+@traced(hide=("mm", "pgoff"), result=lambda r: r[0])
 def copy_vma(mm, vma, addr, length, pgoff):
     """mm/vma.c: copy_vma(): the VMA for the destination, merged with its neighbours when
     possible. Returns ``(new_vma, source_vma, merged)``; the source changes if it was
@@ -236,6 +318,9 @@ def copy_vma(mm, vma, addr, length, pgoff):
     return new_vma, vma, False
 
 
+# mm/mremap.c: move_page_tables() (6.18). Simplification: PTEs move one by one (no
+# move_pgt_entry() of whole PMD tables); the move_ptes() level is not shown.
+@traced(hide=("mm",))
 def move_page_tables(mm, old_addr, new_addr, length):
     """mm/mremap.c: move_page_tables(): move every PTE; pages and their rmap stay as they are."""
     moved = 0
@@ -243,13 +328,14 @@ def move_page_tables(mm, old_addr, new_addr, length):
         dst = new_addr + (addr - old_addr)
         pgtable.lookup_pte_table(mm, dst, alloc=True)   # may reclaim: read the PTE after
         table = pgtable.lookup_pte_table(mm, addr)
-        pte = table.entries.pop(pgtable.table_index(addr, 3), None) if table else None
+        pte = pgtable.set_pte(table, pgtable.table_index(addr, 3), 0) if table else None
         if pte:
             pgtable.set_pte_at(mm, dst, pte)
             moved += 1
     return moved
 
 
+@traced(hide=("proc",), result=lambda r: r[0])
 def remap_move(proc, vrm):
     """mm/mremap.c: remap_move() (6.17+): MREMAP_FIXED without resizing moves every VMA in
     the range, keeping the gaps between them."""

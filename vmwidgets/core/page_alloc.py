@@ -8,6 +8,7 @@ first use, so a large RAM costs nothing until it is touched.
 
 from .errors import OutOfMemory
 from .mm_types import Page
+from .. import trace
 
 #: Frames below this are the kernel image and firmware (KPF_RESERVED); the zero page is one.
 RESERVED_FRAMES = 16
@@ -52,11 +53,15 @@ class PhysicalMemory:
         page.refcount = 1
         page.mapcount = 0
         page.data = None
+        if trace._active is not None:
+            trace.note(f"page allocated: pfn {pfn:#x} ({kind})")
         return page
 
     def free_page(self, page):
         """__free_pages(): back to the free list; the frame forgets everything."""
         assert page.kind not in ("free", "zero", "kernel"), page
+        if trace._active is not None:
+            trace.note(f"page freed: pfn {page.pfn:#x} ({page.kind})")
         page.reset()
         self.free_list.append(page.pfn)
 

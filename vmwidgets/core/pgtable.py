@@ -6,8 +6,11 @@ table's PFN with ``_PAGE_TABLE`` bits; PTEs hold the x86 bits of a 4 KiB mapping
 P4D is folded into the PGD, as on 4-level hardware.
 """
 
-from .flags import (_PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_TABLE, PAGE_SHIFT, PGDIR_SHIFT, PMD_SHIFT, PTE_PFN_MASK,
+from .flags import (_PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_RW,
+                    _PAGE_SPECIAL, _PAGE_TABLE, PAGE_SHIFT, PGDIR_SHIFT, PMD_SHIFT, PTE_PFN_MASK,
                     PTRS_PER_TABLE, PUD_SHIFT)
+from ..trace import traced
+from .. import trace
 
 LEVELS = ("PGD", "PUD", "PMD", "PTE")
 #: index shift of each level, PGD first.
@@ -32,6 +35,9 @@ class PageTable:
     def __repr__(self):
         return f"PageTable({LEVELS[self.level]}, pfn={self.page.pfn:#x}, base={self.base:#x})"
 
+    def __trace__(self):
+        return f"{LEVELS[self.level]} table pfn {self.page.pfn:#x}"
+
 
 def pte_pfn(entry):
     return (entry & PTE_PFN_MASK) >> PAGE_SHIFT
@@ -46,20 +52,79 @@ def table_index(addr, level):
     return (addr >> SHIFTS[level]) & (PTRS_PER_TABLE - 1)
 
 
+def pte_text(pte):
+    """A PTE as a call tree shows it: ``none``, ``pfn 0x52 rw dirty``, ``zero page ro``,
+    ``swap slot 0x3 excl``. ``old`` marks a clear accessed bit (PTEs start young here)."""
+    if not pte:
+        return "none"
+    pfn = pte_pfn(pte)
+    if not pte & _PAGE_PRESENT:
+        if pte & _PAGE_PROTNONE:
+            return f"pfn {pfn:#x} prot_none"
+        from .swap import SWP_EXCLUSIVE, swp_offset
+        return f"swap slot {swp_offset(pte):#x}" + (" excl" if pte & SWP_EXCLUSIVE else "")
+    from .page_alloc import ZERO_PFN
+    what = ("zero page" if pfn == ZERO_PFN and pte & _PAGE_SPECIAL else
+            f"pfn {pfn:#x}" + (" special" if pte & _PAGE_SPECIAL else ""))
+    text = f"{what} {'rw' if pte & _PAGE_RW else 'ro'}"
+    if pte & _PAGE_DIRTY:
+        text += " dirty"
+    if not pte & _PAGE_ACCESSED:
+        text += " old"
+    return text
+
+
+def _note_pte(addr, old, new):
+    if old != new:
+        trace.note(f"pte {addr:#x}: {pte_text(old)} -> {pte_text(new)}")
+
+
 def _alloc_table(machine, level, base):
     page = machine.alloc_page("pgtable")
     table = PageTable(level, page, base)
     page.table = table
+    if trace._active is not None:
+        trace.note(f"pfn {page.pfn:#x} is the {LEVELS[level]} table for "
+                   f"{base:#x}-{base + table.span:#x}")
     return table
 
 
+@traced(hide=("machine",))
 def pgd_alloc(machine):
-    """mm/pgtable: pgd_alloc(): a fresh, empty top-level table."""
+    """arch/x86/mm/pgtable.c: pgd_alloc(): a fresh, empty top-level table."""
     return _alloc_table(machine, 0, 0)
 
 
+def _alloc_level(mm, table, i):
+    child = _alloc_table(mm.machine, table.level + 1, table.base + (i << SHIFTS[table.level]))
+    table.entries[i] = (child.page.pfn << PAGE_SHIFT) | _PAGE_TABLE
+    return child
+
+
+@traced(name="__pud_alloc", hide=("table", "i"))
+def _pud_alloc(mm, address, table, i):
+    """mm/memory.c: __pud_alloc(): a PUD table below the PGD (P4D is folded)."""
+    return _alloc_level(mm, table, i)
+
+
+@traced(name="__pmd_alloc", hide=("table", "i"))
+def _pmd_alloc(mm, address, table, i):
+    """mm/memory.c: __pmd_alloc()."""
+    return _alloc_level(mm, table, i)
+
+
+@traced(name="__pte_alloc", hide=("table", "i"))
+def _pte_alloc(mm, address, table, i):
+    """mm/memory.c: __pte_alloc(): the PTE table (pte_alloc_one() + pmd_install())."""
+    return _alloc_level(mm, table, i)
+
+
+_LEVEL_ALLOC = (_pud_alloc, _pmd_alloc, _pte_alloc)
+
+
 def lookup_pte_table(mm, addr, alloc=False):
-    """Walk PGD -> PUD -> PMD to the PTE table for ``addr`` (``__pte_alloc`` when ``alloc``).
+    """Walk PGD -> PUD -> PMD to the PTE table for ``addr``; with ``alloc`` the missing
+    levels are allocated on the way (``__pud_alloc``, ``__pmd_alloc``, ``__pte_alloc``).
 
     Returns the PTE-level :class:`PageTable`, or ``None`` if a level is missing.
     """
@@ -71,10 +136,7 @@ def lookup_pte_table(mm, addr, alloc=False):
         if entry is None:
             if not alloc:
                 return None
-            shift = SHIFTS[level]
-            child = _alloc_table(mm.machine, level + 1, table.base + (i << shift))
-            table.entries[i] = (child.page.pfn << PAGE_SHIFT) | _PAGE_TABLE
-            table = child
+            table = _LEVEL_ALLOC[level](mm, addr, table, i)
         else:
             table = phys.pages[pte_pfn(entry)].table
     return table
@@ -91,13 +153,30 @@ def get_pte(mm, addr):
 def set_pte_at(mm, addr, value):
     """set_pte_at(): write a PTE, allocating the tables on the way."""
     table = lookup_pte_table(mm, addr, alloc=True)
-    table.entries[table_index(addr, 3)] = value
+    i = table_index(addr, 3)
+    if trace._active is not None:
+        _note_pte(addr, table.entries.get(i, 0), value)
+    table.entries[i] = value
+
+
+def set_pte(table, index, value):
+    """Write (``value``) or clear (``0``) one entry of a PTE table already walked to: the
+    ``ptep_*`` helpers (ptep_set_wrprotect, ptep_get_and_clear, ptep_modify_prot_commit ...).
+    Returns the old entry."""
+    old = table.entries.get(index, 0)
+    if value:
+        table.entries[index] = value
+    elif old:
+        del table.entries[index]
+    if trace._active is not None:
+        _note_pte(table.base + (index << PAGE_SHIFT), old, value)
+    return old
 
 
 def pte_clear(mm, addr):
     table = lookup_pte_table(mm, addr)
     if table is not None:
-        table.entries.pop(table_index(addr, 3), None)
+        set_pte(table, table_index(addr, 3), 0)
 
 
 def walk(mm, addr):
@@ -150,7 +229,8 @@ def iter_tables(mm):
             stack.extend(phys.pages[pte_pfn(e)].table for e in table.entries.values())
 
 
-def free_pgtables(mm, start, end, floor, ceiling):
+@traced(result=lambda freed: freed or None)
+def free_pgd_range(mm, start, end, floor, ceiling):
     """mm/memory.c: free_pgd_range(): free the tables that only covered ``[start, end)``.
 
     A table is freed when the whole region it maps lies inside ``[floor, ceiling)`` (the gap
@@ -184,8 +264,10 @@ def _free(mm, table, start, end, floor, ceiling):
     return freed
 
 
+@traced(name="pgd_free", result=lambda n: None)
 def free_all_pgtables(mm):
-    """Free every table including the PGD (exit_mmap, after every PTE was zapped)."""
+    """Free every table including the PGD (mmdrop() at exit, after exit_mmap() zapped every
+    PTE and free_pgtables() freed the lower levels). Returns the number of tables freed."""
     tables = list(iter_tables(mm))
     for table in tables:
         mm.machine.phys.free_page(table.page)

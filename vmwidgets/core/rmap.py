@@ -7,14 +7,19 @@ linearly by page offset; the locks are not modelled.
 from .mm_types import AnonVma, AnonVmaChain
 from .flags import PAGE_SHIFT, VM_ACCESS_FLAGS, VM_SOFTDIRTY
 from . import pgtable
+from .. import trace
+from ..trace import traced
 
 
 # -- anon_vma lifetime ---------------------------------------------------------------------
 
+@traced(hide=("machine",))
 def anon_vma_alloc(machine):
     """mm/rmap.c: anon_vma_alloc(): refcount 1, its own root and parent."""
     anon_vma = AnonVma(machine.new_id("anon_vma"))
     machine.anon_vmas[anon_vma.id] = anon_vma
+    if trace._active is not None:
+        trace.note(f"anon_vma#{anon_vma.id} allocated")
     return anon_vma
 
 
@@ -24,6 +29,8 @@ def put_anon_vma(machine, anon_vma):
     if anon_vma.refcount == 0:
         anon_vma.freed = True
         machine.anon_vmas.pop(anon_vma.id, None)
+        if trace._active is not None:
+            trace.note(f"anon_vma#{anon_vma.id} freed")
         if anon_vma.root is not anon_vma:
             put_anon_vma(machine, anon_vma.root)
 
@@ -33,7 +40,17 @@ def anon_vma_chain_link(vma, anon_vma):
     avc = AnonVmaChain(vma, anon_vma)
     vma.anon_vma_chain.insert(0, avc)
     anon_vma.rb_root.append(avc)
+    if trace._active is not None:
+        trace.note(f"avc links {vma.__trace__()} to anon_vma#{anon_vma.id}")
     return avc
+
+
+def _set_anon_vma(vma, anon_vma):
+    """``vma->anon_vma = anon_vma``: where the VMA's new anonymous pages will be filed."""
+    vma.anon_vma = anon_vma
+    if trace._active is not None:
+        trace.note(f"{vma.__trace__()}.anon_vma = "
+                   + (f"anon_vma#{anon_vma.id}" if anon_vma is not None else "NULL"))
 
 
 # -- finding an anon_vma to share with a neighbour (mm/vma.c) ------------------------------------
@@ -53,6 +70,7 @@ def reusable_anon_vma(old, a, b):
     return None
 
 
+@traced
 def find_mergeable_anon_vma(vma):
     """mm/vma.c: find_mergeable_anon_vma(): try the next VMA first, then the previous one."""
     mm = vma.vm_mm
@@ -68,26 +86,35 @@ def find_mergeable_anon_vma(vma):
 
 
 def anon_vma_prepare(vma):
+    """include/linux/rmap.h: anon_vma_prepare(), the inline wrapper: nothing to do when the
+    VMA has its anon_vma already, else :func:`__anon_vma_prepare`.
+    Returns ``(anon_vma, reused)``."""
+    if vma.anon_vma is not None:
+        return vma.anon_vma, True
+    return __anon_vma_prepare(vma)
+
+
+@traced(name="__anon_vma_prepare", result=lambda r: 0)
+def __anon_vma_prepare(vma):
     """mm/rmap.c: __anon_vma_prepare(): give a VMA its anon_vma on its first anonymous page.
 
     Reuses a neighbour's anon_vma where ``find_mergeable_anon_vma`` allows, so the two
     VMAs can still merge later; otherwise allocates a new root.
     Returns ``(anon_vma, reused)``.
     """
-    if vma.anon_vma is not None:
-        return vma.anon_vma, True
     machine = vma.vm_mm.machine
     anon_vma = find_mergeable_anon_vma(vma)
     reused = anon_vma is not None
     if anon_vma is None:
         anon_vma = anon_vma_alloc(machine)
         anon_vma.num_children += 1  # the self-parent link of a new root
-    vma.anon_vma = anon_vma
+    _set_anon_vma(vma, anon_vma)
     anon_vma_chain_link(vma, anon_vma)
     anon_vma.num_active_vmas += 1
     return anon_vma, reused
 
 
+@traced(result=lambda r: 0)
 def anon_vma_clone(dst, src):
     """mm/rmap.c: anon_vma_clone(): attach ``dst`` to every anon_vma ``src`` is on.
 
@@ -99,11 +126,12 @@ def anon_vma_clone(dst, src):
         anon_vma_chain_link(dst, anon_vma)
         if (dst.anon_vma is None and src.anon_vma is not None
                 and anon_vma.num_children < 2 and anon_vma.num_active_vmas == 0):
-            dst.anon_vma = anon_vma
+            _set_anon_vma(dst, anon_vma)
     if dst.anon_vma is not None:
         dst.anon_vma.num_active_vmas += 1
 
 
+@traced(result=lambda reused: 0)
 def anon_vma_fork(vma, pvma):
     """mm/rmap.c: anon_vma_fork(): attach a child's VMA to the parent VMA's anon_vmas (so
     rmap finds the shared pages in the child too), then give it an anon_vma of its own for
@@ -121,12 +149,13 @@ def anon_vma_fork(vma, pvma):
     anon_vma.root = pvma.anon_vma.root
     anon_vma.parent = pvma.anon_vma
     anon_vma.root.refcount += 1          # get_anon_vma(root): the root outlives its children
-    vma.anon_vma = anon_vma
+    _set_anon_vma(vma, anon_vma)
     anon_vma_chain_link(vma, anon_vma)
     anon_vma.parent.num_children += 1
     return False
 
 
+@traced
 def unlink_anon_vmas(vma):
     """mm/rmap.c: unlink_anon_vmas(): take a dying VMA off every anon_vma; free the empty ones."""
     machine = vma.vm_mm.machine
@@ -134,6 +163,8 @@ def unlink_anon_vmas(vma):
     for avc in list(vma.anon_vma_chain):
         anon_vma = avc.anon_vma
         anon_vma.rb_root.remove(avc)
+        if trace._active is not None:
+            trace.note(f"avc of {vma.__trace__()} unlinked from anon_vma#{anon_vma.id}")
         if not anon_vma.rb_root:
             anon_vma.parent.num_children -= 1
             emptied.append(anon_vma)
@@ -145,10 +176,11 @@ def unlink_anon_vmas(vma):
         put_anon_vma(machine, anon_vma)
 
 
+@traced(result=lambda r: 0)
 def dup_anon_vma(dst, src):
     """mm/vma.c: dup_anon_vma(): the VMA that grows over ``src``'s pages takes its anon_vma."""
     if src.anon_vma is not None and dst.anon_vma is None:
-        dst.anon_vma = src.anon_vma
+        _set_anon_vma(dst, src.anon_vma)
         anon_vma_clone(dst, src)
         return True
     return False
@@ -156,6 +188,7 @@ def dup_anon_vma(dst, src):
 
 # -- page rmap counters ----------------------------------------------------------------------
 
+@traced(name="folio_add_new_anon_rmap")
 def folio_add_new_anon_rmap(page, vma, address):
     """mm/rmap.c: folio_add_new_anon_rmap(..., RMAP_EXCLUSIVE): a brand-new anonymous page."""
     page.kind = "anon"
@@ -163,18 +196,27 @@ def folio_add_new_anon_rmap(page, vma, address):
     page.mapping = vma.anon_vma
     page.index = vma.linear_page_index(address)
     page.anon_exclusive = True
+    if trace._active is not None:
+        trace.note(f"pfn {page.pfn:#x}: anon, exclusive, mapcount 1, filed under "
+                   f"{trace.fmt_value(vma.anon_vma)} at index {page.index:#x}")
 
 
+@traced(name="folio_add_file_rmap_pte")
 def folio_add_file_rmap_pte(page):
     """mm/rmap.c: folio_add_file_rmap_pte(): one more PTE maps this page-cache page."""
     page.mapcount += 1
+    if trace._active is not None:
+        trace.note(f"pfn {page.pfn:#x}: mapcount {page.mapcount - 1} -> {page.mapcount}")
 
 
+@traced(name="folio_remove_rmap_pte")
 def folio_remove_rmap_pte(page):
     """mm/rmap.c: folio_remove_rmap_pte(): one PTE fewer. ``mapping`` is kept until freed."""
     page.mapcount -= 1
     if page.mapcount == 0:
         page.anon_exclusive = False
+    if trace._active is not None:
+        trace.note(f"pfn {page.pfn:#x}: mapcount {page.mapcount + 1} -> {page.mapcount}")
 
 
 def vma_address(page, vma):
@@ -206,6 +248,35 @@ def rmap_walk(machine, pfn):
         pte = pgtable.get_pte(vma.vm_mm, address)
         if pgtable.pte_present(pte) and pgtable.pte_pfn(pte) == pfn:
             yield vma.vm_mm.owner, vma, address
+
+
+@traced(name="rmap_walk", hide=("machine", "rmap_one"), result=lambda r: None)
+def rmap_walk_apply(machine, page, rmap_one):
+    """mm/rmap.c: rmap_walk(): call ``rmap_one(page, vma, address)`` for each PTE mapping
+    ``page`` (the kernel's ``rwc->rmap_one``), through :func:`rmap_walk_anon` or
+    :func:`rmap_walk_file`. Stops early when ``rmap_one`` returns False."""
+    walk = rmap_walk_anon if page.kind == "anon" else rmap_walk_file
+    return walk(machine, page, rmap_one)
+
+
+@traced(hide=("machine", "rmap_one"), result=lambda r: None)
+def rmap_walk_anon(machine, page, rmap_one):
+    """mm/rmap.c: rmap_walk_anon(): the VMAs on the page's anon_vma, each checked against
+    its page table (page_vma_mapped_walk)."""
+    return _rmap_walk_each(machine, page, rmap_one)
+
+
+@traced(hide=("machine", "rmap_one"), result=lambda r: None)
+def rmap_walk_file(machine, page, rmap_one):
+    """mm/rmap.c: rmap_walk_file(): the VMAs in the file's i_mmap."""
+    return _rmap_walk_each(machine, page, rmap_one)
+
+
+def _rmap_walk_each(machine, page, rmap_one):
+    for _proc, vma, address in list(rmap_walk(machine, page.pfn)):
+        if rmap_one(page, vma, address) is False:
+            return False
+    return True
 
 
 def anon_vma_tree_text(machine, addr=None):

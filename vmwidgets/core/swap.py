@@ -12,8 +12,10 @@ of anonymous and file pages; swap I/O is instant; there is no swap readahead.
 """
 
 from . import pgtable, rmap
-from .errors import OutOfMemory
+from .errors import OutOfMemory, ProcessKilled
 from .flags import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_RW, PAGE_SIZE, VM_LOCKED, VM_WRITE
+from .. import trace
+from ..trace import traced
 
 #: x86-64 swap PTE layout used here (present and PROT_NONE bits clear):
 #: bit 3 marks an exclusive entry (_PAGE_SWP_EXCLUSIVE), bits 9.. hold the slot offset.
@@ -48,6 +50,9 @@ class SwapSlot:
         self.data = None
         self.cache = None
 
+    def __trace__(self):
+        return f"swap slot {self.offset:#x}"
+
 
 class SwapArea:
     """A single swap device of ``nr_slots`` pages (slot 0 is the header, never used)."""
@@ -67,11 +72,15 @@ class SwapArea:
             return None
         slot = SwapSlot(self._free.pop())
         self.slots[slot.offset] = slot
+        if trace._active is not None:
+            trace.note(f"swap slot {slot.offset:#x} allocated")
         return slot
 
     def release(self, slot):
         del self.slots[slot.offset]
         self._free.append(slot.offset)
+        if trace._active is not None:
+            trace.note(f"swap slot {slot.offset:#x} freed")
 
     def full_half(self):
         """vm_swap_full(): more than half of the swap in use."""
@@ -86,48 +95,114 @@ def lru_add(machine, page):
     page.lru = machine.lru_clock
 
 
-def page_referenced(machine, page):
+@traced(hide=("machine",))
+def folio_referenced(machine, page):
     """mm/rmap.c: folio_referenced(): how many mappings have the accessed bit set; the bits
-    are cleared as they are counted (ptep_clear_flush_young)."""
-    referenced = 0
-    for proc, vma, address in list(rmap.rmap_walk(machine, page.pfn)):
-        table = pgtable.lookup_pte_table(vma.vm_mm, address)
-        index = pgtable.table_index(address, 3)
-        pte = table.entries[index]
-        if pte & _PAGE_ACCESSED:
-            referenced += 1
-            table.entries[index] = pte & ~_PAGE_ACCESSED
-    return referenced
+    are cleared as they are counted (folio_referenced_one(): ptep_clear_flush_young)."""
+    found = []
+    rmap.rmap_walk_apply(machine, page, lambda pg, vma, address: found.append(
+        folio_referenced_one(pg, vma, address)))
+    return sum(found)
 
 
+page_referenced = folio_referenced
+
+
+@traced(result=lambda r: None)
+def folio_referenced_one(page, vma, address):
+    """mm/rmap.c: folio_referenced_one(): test and clear the accessed bit of one PTE.
+    Returns 1 if it was set."""
+    table = pgtable.lookup_pte_table(vma.vm_mm, address)
+    index = pgtable.table_index(address, 3)
+    pte = table.entries[index]
+    if pte & _PAGE_ACCESSED:
+        pgtable.set_pte(table, index, pte & ~_PAGE_ACCESSED)
+        return 1
+    return 0
+
+
+@traced(hide=("machine",))
 def try_to_unmap(machine, page, slot):
-    """mm/rmap.c: try_to_unmap(): remove every PTE mapping ``page``. Anonymous PTEs become
-    swap entries for ``slot`` (exclusive when the page was PageAnonExclusive); file PTEs are
-    simply cleared, their dirty bits moving to the page. Returns the number unmapped."""
-    n = 0
-    for proc, vma, address in list(rmap.rmap_walk(machine, page.pfn)):
-        mm = vma.vm_mm
-        table = pgtable.lookup_pte_table(mm, address)
-        index = pgtable.table_index(address, 3)
-        pte = table.entries[index]
-        if pte & _PAGE_DIRTY:
-            page.dirty = True
-        if slot is not None:
-            table.entries[index] = mk_swap_pte(slot.offset, page.anon_exclusive)
-            slot.count += 1
-            mm.rss["anon"] -= 1
-            mm.rss["swap"] += 1
-        else:
-            del table.entries[index]
-            mm.rss["file"] -= 1
-        rmap.folio_remove_rmap_pte(page)
-        page.refcount -= 1
-        n += 1
-    return n
+    """mm/rmap.c: try_to_unmap(): remove every PTE mapping ``page`` (rmap_walk() with
+    try_to_unmap_one()). Anonymous PTEs become swap entries for ``slot`` (exclusive when
+    the page was PageAnonExclusive); file PTEs are simply cleared, their dirty bits moving
+    to the page. Returns the number unmapped."""
+    done = []
+    rmap.rmap_walk_apply(machine, page, lambda pg, vma, address: done.append(
+        try_to_unmap_one(pg, vma, address, slot)))
+    return len(done)
+
+
+@traced(hide=("slot",), result=lambda r: None)
+def try_to_unmap_one(page, vma, address, slot):
+    """mm/rmap.c: try_to_unmap_one(): one PTE: a swap entry or nothing."""
+    mm = vma.vm_mm
+    table = pgtable.lookup_pte_table(mm, address)
+    index = pgtable.table_index(address, 3)
+    pte = table.entries[index]
+    if pte & _PAGE_DIRTY:
+        page.dirty = True
+    if slot is not None:
+        pgtable.set_pte(table, index, mk_swap_pte(slot.offset, page.anon_exclusive))
+        slot.count += 1
+        mm.rss["anon"] -= 1
+        mm.rss["swap"] += 1
+    else:
+        pgtable.set_pte(table, index, 0)
+        mm.rss["file"] -= 1
+    rmap.folio_remove_rmap_pte(page)
+    page.refcount -= 1
+
+
+@traced(hide=("machine",), result=lambda slot: slot is not None)
+def add_to_swap(machine, page):
+    """mm/vmscan.c / mm/swap_state.c: add_to_swap(): a swap slot for an anonymous page,
+    which enters the swap cache (one more reference). None when swap is full."""
+    slot = machine.swap.get_swap_page()
+    if slot is not None:
+        slot.cache = page
+        page.swap = slot
+        page.refcount += 1          # the swap cache's reference
+    return slot
+
+
+@traced(hide=("machine", "slot"), result=lambda r: None)
+def pageout(machine, page, slot=None):
+    """mm/vmscan.c: pageout(): write the page out: an anonymous page to its swap slot, a
+    dirty page-cache page back to its file."""
+    if slot is not None:
+        slot.data = bytes(page.data) if page.data is not None else None
+        machine.stats["pswpout"] += 1
+        if trace._active is not None:
+            trace.note(f"pfn {page.pfn:#x} written to swap slot {slot.offset:#x}")
+        return
+    f = page.mapping.host
+    lo = page.index * PAGE_SIZE
+    if lo < f.size:
+        f.data[lo:lo + PAGE_SIZE] = page.read(0, min(PAGE_SIZE, f.size - lo))
+    machine.stats["pgpgout"] += 1
+    if trace._active is not None:
+        trace.note(f"pfn {page.pfn:#x} written back to {f.path} index {page.index:#x}")
+
+
+@traced(name="__remove_mapping", hide=("machine",), result=lambda r: None)
+def remove_mapping(machine, page):
+    """mm/vmscan.c: __remove_mapping(): take the page out of the swap cache or the page
+    cache and free it (its last reference)."""
+    if page.kind == "anon":
+        page.swap.cache = None
+        page.swap = None
+    else:
+        f = page.mapping.host
+        del f.mapping.i_pages[page.index]
+        if trace._active is not None:
+            trace.note(f"page cache: {f.path} index {page.index:#x} removed")
+    machine.phys.put_page(page)
 
 
 def shrink_page(machine, page):
-    """mm/vmscan.c: shrink_folio_list() for one cold page. Returns True if it was freed."""
+    """One cold page of shrink_folio_list(): unmap it everywhere, write it out, free it.
+    Returns True if it was freed."""
     for proc, vma, _ in rmap.rmap_walk(machine, page.pfn):
         if vma.vm_flags & VM_LOCKED:
             return False
@@ -139,76 +214,130 @@ def shrink_page(machine, page):
     if page.kind == "anon":
         slot = page.swap
         if slot is None:
-            slot = machine.swap.get_swap_page()
+            slot = add_to_swap(machine, page)
             if slot is None:
                 return False            # swap is full: anonymous memory cannot go
-            slot.cache = page
-            page.swap = slot
-            page.refcount += 1          # the swap cache's reference
         try_to_unmap(machine, page, slot)
-        slot.data = bytes(page.data) if page.data is not None else None
-        slot.cache = None
-        page.swap = None
-        machine.stats["pswpout"] += 1
-        machine.phys.put_page(page)     # drop the swap cache's reference: freed
+        pageout(machine, page, slot)
+        remove_mapping(machine, page)   # drop the swap cache's reference: freed
         return True
     # A page-cache page: unmap, write back if dirty, then drop it from the cache.
     try_to_unmap(machine, page, None)
-    f = page.mapping.host
-    if page.dirty and not f.shmem:
-        lo = page.index * PAGE_SIZE
-        if lo < f.size:
-            f.data[lo:lo + PAGE_SIZE] = page.read(0, min(PAGE_SIZE, f.size - lo))
-        machine.stats["pgpgout"] += 1
-    del f.mapping.i_pages[page.index]
-    machine.phys.put_page(page)
+    if page.dirty and not page.mapping.host.shmem:
+        pageout(machine, page)
+    remove_mapping(machine, page)
     return True
 
 
-def reclaim(machine, nr_pages):
-    """Reclaim up to ``nr_pages`` frames like kswapd; returns how many were freed."""
+# mm/vmscan.c: shrink_folio_list() (6.18). Simplification: one LRU with a second chance
+# stands in for the active and inactive lists; a referenced page is kept (its accessed bits
+# are now clear) and tried again in a second pass.
+@traced(hide=("machine", "folios", "check_refs"), result=lambda r: r[0])
+def shrink_folio_list(machine, folios, nr_to_reclaim, check_refs=True):
+    """Try to free each of ``folios`` (coldest first) until ``nr_to_reclaim`` are freed.
+    With ``check_refs``, a page referenced since the last look (folio_referenced) is kept
+    and made the newest on the LRU. Returns ``(freed, kept)``."""
     freed = 0
-    candidates = sorted((p for p in machine.phys.pages.values()
-                         if p.kind in ("anon", "file") and p.lru), key=lambda p: p.lru)
-    second_chance = []
-    for page in candidates + [None]:
-        if page is None:
-            # One more pass over the pages that were referenced (their bits are now clear).
-            if not second_chance:
-                break
-            candidates, second_chance = second_chance, []
-            for page2 in candidates:
-                if freed >= nr_pages:
-                    break
-                if page2.kind in ("anon", "file") and shrink_page(machine, page2):
-                    freed += 1
-            break
-        if freed >= nr_pages:
+    kept = []
+    for page in folios:
+        if freed >= nr_to_reclaim:
             break
         if page.kind not in ("anon", "file"):
             continue
-        if page_referenced(machine, page):
+        if check_refs and folio_referenced(machine, page):
             lru_add(machine, page)
-            second_chance.append(page)
+            kept.append(page)
             continue
         if shrink_page(machine, page):
             freed += 1
+    return freed, kept
+
+
+@traced(hide=("machine",))
+def shrink_node(machine, nr_pages):
+    """mm/vmscan.c: shrink_node(): reclaim up to ``nr_pages`` frames from the LRU, coldest
+    first; returns how many were freed.
+    Simplification: shrink_node_memcgs / shrink_lruvec / shrink_inactive_list are not shown."""
+    candidates = sorted((p for p in machine.phys.pages.values()
+                         if p.kind in ("anon", "file") and p.lru), key=lambda p: p.lru)
+    freed, second_chance = shrink_folio_list(machine, candidates, nr_pages)
+    if freed < nr_pages and second_chance:
+        # One more pass over the pages that were referenced (their bits are now clear).
+        more, _ = shrink_folio_list(machine, second_chance, nr_pages - freed, False)
+        freed += more
     machine.stats["pgsteal"] += freed
     return freed
 
 
+@traced(hide=("machine", "pages"))
+def reclaim_pages(machine, pages):
+    """mm/vmscan.c: reclaim_pages() (MADV_PAGEOUT): shrink_folio_list() on exactly these
+    pages, whether or not they were referenced. Returns how many were freed."""
+    freed, _ = shrink_folio_list(machine, pages, len(pages), False)
+    return freed
+
+
+def reclaim(machine, nr_pages):
+    """Reclaim up to ``nr_pages`` frames like kswapd; returns how many were freed."""
+    return balance_pgdat(machine, nr_pages)
+
+
+@traced(hide=("machine",))
+def balance_pgdat(machine, nr_pages):
+    """mm/vmscan.c: balance_pgdat(), kswapd's work (kswapd_shrink_node() -> shrink_node())."""
+    return shrink_node(machine, nr_pages)
+
+
+@traced(hide=("machine",))
+def try_to_free_pages(machine, nr_pages):
+    """mm/vmscan.c: try_to_free_pages(): direct reclaim by an allocation that found no free
+    frame (do_try_to_free_pages() -> shrink_zones() -> shrink_node())."""
+    return shrink_node(machine, nr_pages)
+
+
+@traced(name="__alloc_pages_slowpath", hide=("machine",))
+def alloc_pages_slowpath(machine, kind):
+    """mm/page_alloc.c: __alloc_pages_slowpath(): no free frame: direct reclaim
+    (__alloc_pages_direct_reclaim), and when that frees nothing the OOM killer
+    (__alloc_pages_may_oom); then try again. If the OOM killer picks the process whose
+    fault is being served, it dies with SIGKILL (ProcessKilled)."""
+    while True:
+        if not try_to_free_pages(machine, 32):
+            victim = out_of_memory(machine)
+            if victim is machine.current:
+                raise ProcessKilled(victim.pid, victim.kill_reason) from None
+        try:
+            return machine.phys.alloc_page(kind)
+        except OutOfMemory:
+            continue
+
+
 # -- swap-in -----------------------------------------------------------------------------------
 
-def do_swap_page(vma, address, pte, write):
+@traced(hide=("pte",))
+def do_swap_page(vma, address, pte, flags):
     """mm/memory.c: do_swap_page(): bring a swapped-out page back (or find it in the swap
     cache). An exclusive entry comes back as an exclusive page (writable at once if the VMA
     is); the slot is freed when nothing else refers to it and swap is more than half full
-    or the fault is a write (should_try_to_free_swap)."""
+    or the fault is a write (should_try_to_free_swap). A write that still finds the PTE
+    read-only goes on to do_wp_page()."""
+    from .memory import FAULT_FLAG_WRITE, do_wp_page
+    write = bool(flags & FAULT_FLAG_WRITE)
+    ret = _swapin(vma, address, pte, write)
+    new = pgtable.get_pte(vma.vm_mm, address)
+    if write and not new & _PAGE_RW:
+        ret |= do_wp_page(vma, address, new)
+    return ret
+
+
+def _swapin(vma, address, pte, write):
+    from .memory import VM_FAULT_MAJOR, VmFault
     mm = vma.vm_mm
     machine = mm.machine
     slot = machine.swap.slots[swp_offset(pte)]
     exclusive = bool(pte & SWP_EXCLUSIVE)
     page = slot.cache
+    major = page is None
     if page is None:
         page = machine.alloc_page("anon")
         if slot.data is not None:
@@ -221,6 +350,10 @@ def do_swap_page(vma, address, pte, write):
         slot.cache = page
         lru_add(machine, page)
         machine.stats["pswpin"] += 1
+        if trace._active is not None:
+            trace.note(f"pfn {page.pfn:#x} read from swap slot {slot.offset:#x}")
+    elif trace._active is not None:
+        trace.note(f"pfn {page.pfn:#x} found in the swap cache")
     page.mapcount += 1
     page.refcount += 1
     slot.count -= 1
@@ -238,9 +371,10 @@ def do_swap_page(vma, address, pte, write):
                             or write and page.refcount == 2):
         folio_free_swap(machine, page)
     pgtable.set_pte_at(mm, address, entry)
-    return "swapped in" + (" (exclusive)" if page.anon_exclusive else "")
+    return VmFault(VM_FAULT_MAJOR if major else 0)
 
 
+@traced(hide=("machine",))
 def folio_free_swap(machine, page):
     """mm/swapfile.c: folio_free_swap(): leave the swap cache once no PTE refers to the slot."""
     slot = page.swap
@@ -253,8 +387,9 @@ def folio_free_swap(machine, page):
     return True
 
 
+@traced(name="free_swap_and_cache", hide=("machine", "pte"), result=lambda r: None)
 def free_swap_and_cache(machine, pte):
-    """mm/swapfile.c: free_swap_and_cache(): a zapped swap entry drops its reference."""
+    """mm/swapfile.c: free_swap_and_cache_nr(): a zapped swap entry drops its reference."""
     slot = machine.swap.slots[swp_offset(pte)]
     slot.count -= 1
     if slot.count == 0:
@@ -286,6 +421,7 @@ def oom_badness(proc):
     return mm.rss["anon"] + mm.rss["file"] + mm.rss["swap"] + tables
 
 
+@traced(hide=("machine",))
 def out_of_memory(machine):
     """mm/oom_kill.c: out_of_memory(): kill the process with the largest badness. Returns
     the victim, or raises OutOfMemory when there is nobody left to kill."""
@@ -293,8 +429,16 @@ def out_of_memory(machine):
     if not victims:
         raise OutOfMemory("out of memory and no process to kill")
     victim = max(victims, key=lambda p: (oom_badness(p), -p.pid))
-    points = oom_badness(victim)
+    oom_kill_process(victim, oom_badness(victim))
+    return victim
+
+
+# mm/oom_kill.c: oom_kill_process() -> __oom_kill_process() (6.18). Simplification: the victim
+# exits at once (its do_exit() runs here) instead of on its way back to user space, and there
+# is no oom_reaper.
+@traced(hide=("points",), result=lambda r: None)
+def oom_kill_process(victim, points):
+    """Kill the chosen process with SIGKILL."""
     victim.kill(f"Out of memory: Killed process {victim.pid} (demo) with badness {points} "
                 f"(RSS + swap + page tables, in pages)")
-    return victim
 

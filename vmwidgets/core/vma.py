@@ -10,11 +10,12 @@ Simplification: no mempolicy, userfaultfd context, anon names or sticky flags; e
 VMA here is compared on flags, file, anon_vma and page offset only.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import filemap, memory, pgtable, rmap
 from .errors import ENOMEM, EINVAL, syscall_error
 from .flags import PAGE_SHIFT, VM_SOFTDIRTY, VM_SPECIAL, TASK_SIZE, page_align
+from ..trace import traced
 
 
 @dataclass
@@ -35,6 +36,9 @@ class VmaMergeStruct:
     just_expand: bool = False
     target: object = None
     outcome: str = ""          # which merge happened, in words: for narration and tests
+
+    def __trace__(self):
+        return f"vmg[{self.start:#x}-{self.end:#x}]"
 
 
 def vma_had_uncowed_parents(vma):
@@ -105,8 +109,10 @@ def _remove_merged(mm, keep, gone):
         rmap.unlink_anon_vmas(gone)
 
 
+@traced
 def vma_merge_new_range(vmg):
-    """mm/vma.c: vma_merge_new_range(): grow a neighbour over ``[start, end)`` if possible.
+    """mm/vma.c: vma_merge_new_range(): grow a neighbour over ``[start, end)`` if possible
+    (:func:`vma_expand`).
 
     Returns the VMA that now covers the range, or ``None`` (then the caller makes a new VMA).
     """
@@ -126,7 +132,18 @@ def vma_merge_new_range(vmg):
         if right and not can_merge_remove_vma(nxt):
             end = vmg.end
             right = False
-    remove_next = right and target is not nxt
+    vma_expand(vmg, target, start, end, pgoff, right and target is not nxt)
+    vmg.target = target
+    vmg.outcome = ("merged with both neighbours" if left and right else
+                   "merged with the previous VMA" if left else "merged with the next VMA")
+    return target
+
+
+@traced(hide=("vmg", "start", "end", "pgoff", "remove_next"), result=lambda r: 0)
+def vma_expand(vmg, target, start, end, pgoff, remove_next):
+    """mm/vma.c: vma_expand(): ``target`` grows to ``[start, end)``, swallowing the next VMA
+    when ``remove_next`` (whose pages it takes over: dup_anon_vma())."""
+    mm, nxt = vmg.mm, vmg.next
     if remove_next:
         rmap.dup_anon_vma(target, nxt)
     if vmg.copied_from is not None:
@@ -134,12 +151,9 @@ def vma_merge_new_range(vmg):
     if remove_next:
         _remove_merged(mm, target, nxt)
     mm.set_range(target, start, end, pgoff)
-    vmg.target = target
-    vmg.outcome = ("merged with both neighbours" if left and right else
-                   "merged with the previous VMA" if left else "merged with the next VMA")
-    return target
 
 
+@traced
 def vma_merge_existing_range(vmg):
     """mm/vma.c: vma_merge_existing_range(): merge ``[start, end)`` of ``vmg.middle``, whose
     flags become ``vmg.flags``, with prev and/or next. Returns the merged VMA or ``None``."""
@@ -200,6 +214,7 @@ def vma_merge_existing_range(vmg):
     return merged
 
 
+@traced(name="__split_vma", hide=("mm",), result=lambda r: 0)
 def __split_vma(mm, vma, addr, new_below):
     """mm/vma.c: __split_vma(): cut ``vma`` at ``addr``; the new object is the lower part if
     ``new_below``, else the upper. Returns the new VMA. No map_count check."""
@@ -222,6 +237,7 @@ def __split_vma(mm, vma, addr, new_below):
     return new
 
 
+@traced(hide=("mm", "syscall"), result=lambda r: 0)
 def split_vma(mm, vma, addr, new_below, syscall):
     """mm/vma.c: split_vma(): refuses with ENOMEM at ``vm.max_map_count``."""
     if mm.map_count >= mm.machine.sysctl["vm.max_map_count"]:
@@ -231,6 +247,7 @@ def split_vma(mm, vma, addr, new_below, syscall):
     return __split_vma(mm, vma, addr, new_below)
 
 
+@traced(name="vma_modify_flags", hide=("mm", "syscall"), result=lambda r: r[0])
 def vma_modify(mm, prev, vma, start, end, new_flags, syscall):
     """mm/vma.c: vma_modify_flags(): merge ``[start, end)`` of ``vma`` with a neighbour under
     its new flags, or split it so that exactly that range is one VMA.
@@ -241,6 +258,17 @@ def vma_modify(mm, prev, vma, start, end, new_flags, syscall):
     vmg = VmaMergeStruct(mm=mm, prev=prev, next=None, start=start, end=end,
                          pgoff=vma.vm_pgoff + ((start - vma.vm_start) >> PAGE_SHIFT),
                          flags=new_flags, file=vma.vm_file, anon_vma=vma.anon_vma, middle=vma)
+    return _vma_modify(vmg, syscall)
+
+
+vma_modify_flags = vma_modify
+
+
+@traced(name="vma_modify", hide=("syscall",), result=lambda r: r[0])
+def _vma_modify(vmg, syscall):
+    """mm/vma.c: vma_modify(): try vma_merge_existing_range(), else split_vma() at the
+    edges of the range."""
+    mm, vma, start, end = vmg.mm, vmg.middle, vmg.start, vmg.end
     merged = vma_merge_existing_range(vmg)
     if merged is not None:
         return merged, vmg.outcome
@@ -256,6 +284,22 @@ def vma_modify(mm, prev, vma, start, end, new_flags, syscall):
 
 # -- munmap ------------------------------------------------------------------------------------
 
+@dataclass
+class VmaMunmapStruct:
+    """``struct vma_munmap_struct`` (mm/vma.h): the VMAs being unmapped from
+    ``[start, end)``; ``clear_ptes`` until their PTEs and page tables are gone."""
+
+    mm: object
+    start: int
+    end: int
+    vmas: list = field(default_factory=list)
+    clear_ptes: bool = True
+
+    def __trace__(self):
+        return f"vms[{self.start:#x}-{self.end:#x}]"
+
+
+@traced(hide=("mm", "syscall"))
 def do_vmi_munmap(mm, start, length, syscall="munmap"):
     """mm/vma.c: do_vmi_munmap(): check the arguments, then unmap ``[start, start+len)``."""
     if start & ((1 << PAGE_SHIFT) - 1):
@@ -265,20 +309,33 @@ def do_vmi_munmap(mm, start, length, syscall="munmap"):
     end = start + page_align(length)
     if end == start:
         raise syscall_error(EINVAL, syscall, "length is 0")
+    if not mm.vmas_in(start, end):          # vma_find(): nothing mapped there
+        return 0
     do_vmi_align_munmap(mm, start, end, syscall)
     return 0
 
 
+@traced(hide=("mm", "syscall"), result=lambda detached: 0)
 def do_vmi_align_munmap(mm, start, end, syscall):
-    """mm/vma.c: vms_gather_munmap_vmas() + vms_complete_munmap_vmas() for ``[start, end)``.
+    """mm/vma.c: do_vmi_align_munmap(): vms_gather_munmap_vmas() splits the VMAs at the edges
+    (the pieces outside the range are the new objects) and takes the VMAs out of the tree;
+    vms_complete_munmap_vmas() zaps their pages, frees the page tables no VMA still needs
+    and frees the VMAs. Returns the list of removed VMAs (already detached)."""
+    vms = VmaMunmapStruct(mm, start, end)
+    vms_gather_munmap_vmas(vms, syscall)
+    vms_complete_munmap_vmas(vms)
+    return vms.vmas
 
-    Splits the VMAs at the edges (the pieces outside the range are the new objects), takes
-    the VMAs out of the tree, zaps their pages and frees page tables no VMA still needs.
-    Returns the list of removed VMAs (already detached).
-    """
+
+# mm/vma.c: vms_gather_munmap_vmas() (6.18). Simplification: the VMAs leave the tree here
+# (the kernel moves them to a side tree here and clears their range in the main tree just
+# after, in do_vmi_align_munmap(), or overwrites it with the new VMA in __mmap_region()).
+@traced(hide=("syscall",))
+def vms_gather_munmap_vmas(vms, syscall):
+    """Split the first and last VMA at the range's edges (ENOMEM when the split of one VMA
+    in the middle would pass vm.max_map_count) and detach the VMAs of the range."""
+    mm, start, end = vms.mm, vms.start, vms.end
     vmas = mm.vmas_in(start, end)
-    if not vmas:
-        return []
     first = vmas[0]
     if first.vm_start < start:
         if end < first.vm_end and mm.map_count >= mm.machine.sysctl["vm.max_map_count"]:
@@ -289,30 +346,68 @@ def do_vmi_align_munmap(mm, start, end, syscall):
     last = vmas[-1]
     if last.vm_end > end:
         __split_vma(mm, last, end, False)
-    detached = mm.vmas_in(start, end)
-    for vma in detached:
+    vms.vmas = mm.vmas_in(start, end)
+    for vma in vms.vmas:
         mm.remove(vma)
-    unmap_region(mm, detached, start, end)
-    return detached
+    return 0
+
+
+@traced(result=lambda r: None)
+def vms_clear_ptes(vms):
+    """mm/vma.c: vms_clear_ptes(): unmap_vmas() zaps the PTEs of the detached VMAs, then
+    free_pgtables() frees the page tables between the surviving neighbours."""
+    if not vms.clear_ptes:
+        return
+    mm, start, end = vms.mm, vms.start, vms.end
+    memory.unmap_vmas(mm, vms.vmas, start, end)
+    prev = mm.find_vma_prev(start)[1]
+    nxt = mm.find_vma(start)
+    floor = prev.vm_end if prev is not None else 0
+    ceiling = nxt.vm_start if nxt is not None else 0
+    free_pgtables(mm, vms.vmas, start, end, floor, ceiling)
+    vms.clear_ptes = False
+
+
+@traced(result=lambda r: None)
+def vms_clean_up_area(vms):
+    """mm/vma.c: vms_clean_up_area(): for a MAP_FIXED mmap over old VMAs, clear their PTEs
+    while the new mapping is being set up."""
+    vms_clear_ptes(vms)
+
+
+@traced(result=lambda r: None)
+def vms_complete_munmap_vmas(vms):
+    """mm/vma.c: vms_complete_munmap_vmas(): clear the PTEs if not done yet, then free each
+    detached VMA (remove_vma)."""
+    if not vms.vmas:
+        return
+    vms_clear_ptes(vms)
+    for vma in vms.vmas:
+        remove_vma(vma)
 
 
 def unmap_region(mm, detached, start, end):
     """mm/vma.c: unmap_region() for VMAs already out of the tree: zap the PTEs, free the
     page tables between the surviving neighbours, then free the VMAs (remove_vma)."""
-    for vma in detached:
-        memory.zap_vma_range(vma, vma.vm_start, vma.vm_end)
-    prev = mm.find_vma_prev(start)[1]
-    nxt = mm.find_vma(start)
-    floor = prev.vm_end if prev is not None else 0
-    ceiling = nxt.vm_start if nxt is not None else 0
-    pgtable.free_pgtables(mm, start, end, floor, ceiling)
-    for vma in detached:
-        remove_vma(vma)
+    vms = VmaMunmapStruct(mm, start, end, list(detached))
+    vms_complete_munmap_vmas(vms)
 
 
+@traced(hide=("vmas", "start", "end"), result=lambda r: None)
+def free_pgtables(mm, vmas, start, end, floor, ceiling):
+    """mm/memory.c: free_pgtables(): unlink each VMA from its anon_vmas
+    (unlink_anon_vmas) and from its file (unlink_file_vma_batch_add), then free the page
+    tables of ``[start, end)`` that lie within ``[floor, ceiling)`` (free_pgd_range)."""
+    for vma in vmas:
+        rmap.unlink_anon_vmas(vma)
+        if vma.vm_file is not None:
+            vma.vm_file.mapping.i_mmap.discard(vma)
+    pgtable.free_pgd_range(mm, start, end, floor, ceiling)
+
+
+@traced(result=lambda r: None)
 def remove_vma(vma):
-    """mm/vma.c: remove_vma() with free_pgtables()' unlink_anon_vmas / unlink_file_vma."""
-    rmap.unlink_anon_vmas(vma)
+    """mm/vma.c: remove_vma(): close and free the VMA; dropping its file reference releases
+    an anonymous shared (shmem) region with its last mapping."""
     if vma.vm_file is not None:
-        vma.vm_file.mapping.i_mmap.discard(vma)
         filemap.shmem_release(vma.vm_mm.machine, vma.vm_file)

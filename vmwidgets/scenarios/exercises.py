@@ -818,6 +818,21 @@ def _names_text(names):
     return "+".join(names)
 
 
+def _read_names(value, known):
+    """Process names from a student: a list, or text such as ``"p+child"`` / ``"p, child"``
+    (``-`` for none). Raises ValueError for a name that is not in ``known``."""
+    if isinstance(value, str):
+        value = [v for v in re.split(r"[+,\s]+", value.strip()) if v and v != "-"]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"could not read {value!r} as process names")
+    names = [str(v).strip() for v in value]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"there is no process named {unknown[0]!r} "
+                         f"(the processes are {', '.join(known)})")
+    return names
+
+
 # =================================================================================================
 # cow
 # =================================================================================================
@@ -929,14 +944,7 @@ class Cow(Exercise):
         raise ValueError(f"could not read {value!r} as groups of processes")
 
     def _names(self, value):
-        if isinstance(value, str):
-            value = [v for v in re.split(r"[+,\s]+", value.strip()) if v and v != "-"]
-        names = [str(v).strip() for v in value]
-        unknown = [n for n in names if n not in self.family.procs]
-        if unknown:
-            raise ValueError(f"there is no process named {unknown[0]!r} "
-                             f"(the processes are {', '.join(self.family.procs)})")
-        return names
+        return _read_names(value, self.family.procs)
 
     def _read_student(self, student):
         if isinstance(student, str):
@@ -1166,13 +1174,10 @@ class Rmap(Exercise):
         for key in ("mapped", "visits"):
             if key not in student:
                 continue
-            names = student[key]
-            if isinstance(names, str):
-                names = [n for n in re.split(r"[+,\s]+", names) if n]
-            unknown = [n for n in names if n not in fam.procs]
-            if unknown:
-                return Feedback(False, [f"there is no process named {unknown[0]!r} (the "
-                                        f"processes are {', '.join(fam.procs)})"])
+            try:
+                names = _read_names(student[key], fam.procs)
+            except ValueError as exc:
+                return Feedback(False, [str(exc)])
             truth = self.answer[key]
             for name in names:
                 if name in fam.exited:

@@ -113,7 +113,7 @@ class _Env:
     def value(self, name, what):
         if name not in self.values:
             raise ScenarioError(f"{what}: {name!r} is not a bound number"
-                                + (f" (it names a process)" if name in self.procs else ""))
+                                + (" (it names a process)" if name in self.procs else ""))
         return self.values[name]
 
     def proc(self, name, what):

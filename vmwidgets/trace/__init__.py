@@ -33,7 +33,8 @@ class Call:
     order they happened; :attr:`children` and :attr:`changes` split them.
     """
 
-    __slots__ = ("func", "args", "result", "error", "body")
+    __slots__ = ("func", "args", "result", "error", "body", "nnotes", "dropped", "ncalls",
+                 "dropped_calls")
 
     def __init__(self, func, args=None):
         self.func = func
@@ -41,6 +42,10 @@ class Call:
         self.result = None
         self.error = None
         self.body = []
+        self.nnotes = 0
+        self.dropped = 0     # state changes beyond MAX_NOTES, counted but not kept
+        self.ncalls = 0
+        self.dropped_calls = 0   # callees beyond MAX_CALLS: run untraced, counted
 
     @property
     def children(self):
@@ -72,6 +77,19 @@ class Call:
     def all_changes(self):
         """Every state change made in this call and below it, in order."""
         return [text for _, c in self.walk() for text in c.changes]
+
+    def compact(self, depth=None):
+        """The tree as indented names, one call a line (see :func:`~.graph.compact`)."""
+        from .graph import compact
+        return compact(self, depth)
+
+    def __eq__(self, other):
+        return (isinstance(other, Call) and self.func == other.func and self.args == other.args
+                and self.result == other.result and self.error == other.error
+                and self.dropped == other.dropped and self.dropped_calls == other.dropped_calls
+                and self.body == other.body)
+
+    __hash__ = None
 
     def __repr__(self):
         return f"Call({self.func!r}, children={len(self.children)})"
@@ -121,40 +139,76 @@ def recording():
     return _active is not None
 
 
+#: State changes kept per call; a loop over many pages (zap, fork, mprotect of a large range)
+#: records the first ones and counts the rest, so a step's tree stays small.
+MAX_NOTES = 32
+#: Callees recorded per call; further ones run untraced (with their state changes) and
+#: are only counted, for the same reason.
+MAX_CALLS = 256
+
+
 def note(text):
-    """Record a state change made by the innermost running kernel function."""
+    """Record a state change made by the innermost running kernel function.
+
+    Callers that build the text at some cost check :func:`recording` first (or
+    ``trace._active``), so that nothing is formatted while tracing is off."""
     if _active is not None:
-        _active.stack[-1].body.append(Note(text))
+        call = _active.stack[-1]
+        if call.nnotes < MAX_NOTES:
+            call.body.append(Note(text))
+            call.nnotes += 1
+        else:
+            call.dropped += 1
 
 
-def traced(fn=None, *, name=None, hide=()):
+def traced(fn=None, *, name=None, hide=(), result=None):
     """Decorate a model function so that it appears in call trees under the kernel's ``name``
-    (default: its own name). Arguments named in ``hide`` are left out of the tree."""
+    (default: its own name). Arguments named in ``hide`` are left out of the tree;
+    ``result``, if given, maps the return value to what the tree shows (e.g. the address
+    out of an ``(address, outcome)`` pair)."""
     if fn is None:
-        return functools.partial(traced, name=name, hide=hide)
+        return functools.partial(traced, name=name, hide=hide, result=result)
     func_name = name or fn.__name__
     code = fn.__code__
     params = code.co_varnames[:code.co_argcount]
+    shown_params = [(i, k) for i, k in enumerate(params) if k not in hide]
+    show_result = result
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        global _active
         rec = _active
         if rec is None:
             return fn(*args, **kwargs)
-        shown = {k: fmt_value(v) for k, v in zip(params, args) if k not in hide}
-        shown.update((k, fmt_value(v)) for k, v in kwargs.items() if k not in hide)
+        parent = rec.stack[-1]
+        if parent.ncalls >= MAX_CALLS:
+            parent.dropped_calls += 1
+            _active = None
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _active = rec
+        parent.ncalls += 1
+        n = len(args)
+        shown = {k: fmt_value(args[i]) for i, k in shown_params if i < n}
+        if kwargs:
+            shown.update((k, fmt_value(v)) for k, v in kwargs.items() if k not in hide)
         call = Call(func_name, shown)
-        rec.stack[-1].body.append(call)
+        parent.body.append(call)
         rec.stack.append(call)
         try:
-            result = fn(*args, **kwargs)
+            value = fn(*args, **kwargs)
         except BaseException as exc:
-            call.error = _error_text(exc)
+            call.error = _call_error(exc)
             raise
         finally:
             rec.stack.pop()
-        call.result = fmt_value(result) if result is not None else None
-        return result
+        if show_result is not None:
+            shown_value = show_result(value)
+        else:
+            shown_value = value
+        call.result = fmt_value(shown_value) if shown_value is not None else None
+        return value
 
     wrapper.__traced__ = func_name
     return wrapper
@@ -168,7 +222,16 @@ def _error_text(exc):
     return type(exc).__name__
 
 
-from .graph import function_graph  # noqa: E402  (uses Call)
+#: How a call that ended in a signal or an allocation failure shows its outcome.
+_SIGNALS = {"SegmentationFault": "SIGSEGV", "BusError": "SIGBUS", "ProcessKilled": "SIGKILL",
+            "OutOfMemory": "-ENOMEM"}
+
+
+def _call_error(exc):
+    return _SIGNALS.get(type(exc).__name__) or _error_text(exc)
+
+
+from .graph import compact, function_graph, structure_diff  # noqa: E402  (uses Call)
 
 __all__ = ["Call", "Note", "Recorder", "begin", "end", "note", "traced", "function_graph", "recording",
-           "pause", "resume"]
+           "pause", "resume", "compact", "structure_diff", "MAX_NOTES", "MAX_CALLS"]

@@ -6,7 +6,9 @@ def fmt_value(value):
     own = getattr(type(value), "__trace__", None)
     if own is not None:
         return own(value)
-    if isinstance(value, bool) or value is None:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
         return str(value)
     if isinstance(value, int):
         return hex(value) if value > 9 or value < -9 else str(value)
