@@ -66,6 +66,16 @@ def test_addresses_may_name_a_bound_number_plus_an_offset():
         decode("write", "addr", "nope+1")
 
 
+def test_processes_are_written_by_name():
+    env = fmt._Env()
+    env.procs["child"] = proc = vw.Machine().spawn()
+    for param in ("task", "other"):
+        raw = fmt.codec("switch_to", param).encode(proc, {proc.pid: "child"})
+        assert fmt.codec("switch_to", param).decode(raw, env, param) is proc
+    assert fmt.codec("switch_to", "task").encode(proc, {proc.pid: "child"}) == "child"
+    assert fmt.codec("switch_to", "other").encode(proc, {proc.pid: "child"}) == {"proc": "child"}
+
+
 def test_data_forms():
     assert decode("write", "data", "hi") == b"hi"
     assert decode("write", "data", {"hex": "00ff"}) == b"\x00\xff"

@@ -313,9 +313,13 @@ class ProcName:
     """A process (or thread), by the name a spawn/fork/clone op bound."""
 
     def decode(self, raw, env, what):
+        if isinstance(raw, dict) and set(raw) == {"proc"}:
+            raw = raw["proc"]
         return env.proc(raw, what)
 
     def encode(self, value, names):
+        if _is_task(value):
+            return names[value.pid]
         return _generic_encode(value, names)
 
     def show(self, raw):
