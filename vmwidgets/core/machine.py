@@ -21,6 +21,7 @@ b'hi'
 """
 
 import functools
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
@@ -153,7 +154,7 @@ class Machine:
     """
 
     def __init__(self, ram="256M", swap=0, read_ahead_kb=128, *, history=True, trace=True,
-                 checkpoint_every=100, keep_events=10_000):
+                 checkpoint_every=None, keep_events=10_000):
         from .page_alloc import PhysicalMemory
         ram = _parse_size(ram, "ram")
         self.phys = PhysicalMemory(ram >> PAGE_SHIFT)
@@ -192,6 +193,7 @@ class Machine:
                                               kwargs))
         self._step = record
         previous = trace.begin(call, record.op.shown()) if self.tracing else trace.pause()
+        record.cost = time.perf_counter()
         try:
             result = fn(task, *args, **kwargs)
         except (TypeError, ValueError, KeyError, ProcessLookupError):
@@ -207,6 +209,7 @@ class Machine:
         return result
 
     def _finish_step(self, record, previous):
+        record.cost = time.perf_counter() - record.cost
         if self.tracing:
             record.trace = trace.end(previous)
             record.trace.error = record.error
@@ -217,7 +220,7 @@ class Machine:
         self._step = None
         self.nr_steps += 1
         if self.timeline is not None:
-            self.timeline.append(record)
+            self.timeline.append(record, record.cost)
 
     def apply(self, op):
         """Run a logged :class:`Op` again (the timeline's replay). Returns ``(result,

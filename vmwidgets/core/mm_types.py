@@ -11,7 +11,21 @@ from .flags import (PAGE_SHIFT, VM_EXEC, VM_MAYSHARE, VM_READ, VM_WRITE, vm_flag
 from .. import trace
 
 
-class Page:
+class CompactSlots:
+    """Pickles a ``__slots__`` object as a plain tuple of its fields (the timeline pickles
+    the whole machine; tens of thousands of small objects pickle twice as fast this way)."""
+
+    __slots__ = ()
+
+    def __getstate__(self):
+        return tuple([getattr(self, name) for name in self.__slots__])
+
+    def __setstate__(self, state):
+        for name, value in zip(self.__slots__, state):
+            setattr(self, name, value)
+
+
+class Page(CompactSlots):
     """``struct page`` / an order-0 ``struct folio``: one physical frame.
 
     ``mapcount`` is ``page_mapcount()`` (the kernel stores it minus one in ``_mapcount``);
@@ -92,7 +106,7 @@ class AnonVma:
         return f"anon_vma#{self.id}"
 
 
-class AnonVmaChain:
+class AnonVmaChain(CompactSlots):
     """``struct anon_vma_chain``: links one VMA to one anon_vma; on both of their lists."""
 
     __slots__ = ("vma", "anon_vma")

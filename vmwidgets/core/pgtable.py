@@ -6,6 +6,7 @@ table's PFN with ``_PAGE_TABLE`` bits; PTEs hold the x86 bits of a 4 KiB mapping
 P4D is folded into the PGD, as on 4-level hardware.
 """
 
+from .mm_types import CompactSlots
 from .flags import (_PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_RW,
                     _PAGE_SPECIAL, _PAGE_TABLE, PAGE_SHIFT, PGDIR_SHIFT, PMD_SHIFT, PTE_PFN_MASK,
                     PTRS_PER_TABLE, PUD_SHIFT)
@@ -17,7 +18,7 @@ LEVELS = ("PGD", "PUD", "PMD", "PTE")
 SHIFTS = (PGDIR_SHIFT, PUD_SHIFT, PMD_SHIFT, PAGE_SHIFT)
 
 
-class PageTable:
+class PageTable(CompactSlots):
     """One page-table page: ``level`` 0 (PGD) .. 3 (PTE), covering ``[base, base + span)``."""
 
     __slots__ = ("level", "page", "entries", "base")

@@ -2,8 +2,11 @@
 
 A step is one public operation (a syscall, an access, a fork, a sysctl ...). The timeline
 keeps, for every step, the :class:`Op` that ran it (a few dozen bytes), and for the most
-recent steps their whole :class:`StepRecord` (result, events, call tree). Every
-``checkpoint_every`` steps it pickles the machine. The state after step ``n`` is then the
+recent steps their whole :class:`StepRecord` (result, events, call tree). Now and then it
+pickles the machine (without its event log): by default once the steps since the last
+checkpoint took as long to run as a checkpoint takes to make, and at least 10 ms, so that
+keeping history costs at most as much again as running the steps, and rebuilding a state
+replays at most that much work. The state after step ``n`` is then the
 nearest checkpoint at or before ``n`` with the ops after it run again: the model is
 deterministic, so a replay reproduces the same state, results and call trees exactly.
 Older step records are rebuilt the same way, so memory stays bounded by the checkpoints.
@@ -21,7 +24,9 @@ Older step records are rebuilt the same way, so memory stays bounded by the chec
 ('write', True)
 """
 
+import gc
 import pickle
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -64,6 +69,7 @@ class StepRecord:
     error: str = None
     events: list = field(default_factory=list)
     trace: object = None
+    cost: float = 0.0           # seconds the step took to run
 
     def function_graph(self, cpu=0):
         """The call tree in ftrace's function_graph format (empty if tracing was off)."""
@@ -83,19 +89,29 @@ class Timeline:
     """The history of one machine. ``len(timeline)`` steps have run; :meth:`state` gives the
     machine after any number of them and :meth:`record` any step's record.
 
-    :param checkpoint_every: steps between two pickled checkpoints (the longest replay).
+    :param checkpoint_every: a fixed number of steps between two checkpoints, or ``None``
+        to choose by measured cost (see above).
     :param keep_records: how many recent step records to keep (older ones are rebuilt).
     """
 
-    def __init__(self, machine, checkpoint_every=100, keep_records=2000, cache=4):
-        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be a positive int, got {checkpoint_every!r}")
+    #: With ``checkpoint_every=None``: the least step time (s) between two checkpoints.
+    REPLAY_BUDGET = 0.010
+
+    def __init__(self, machine, checkpoint_every=None, keep_records=2000, cache=4):
+        if checkpoint_every is not None and (not isinstance(checkpoint_every, int)
+                                             or checkpoint_every < 1):
+            raise ValueError("checkpoint_every must be a positive int or None, "
+                             f"got {checkpoint_every!r}")
         self.machine = machine
         self.checkpoint_every = checkpoint_every
+        self._since = 0.0           # step time run since the last checkpoint
+        self._dump_cost = 0.0
         self.keep_records = keep_records
         self.ops = []
+        self.errors = []            # per step: the error it ended with, or None
         self.records = OrderedDict()
-        self.checkpoints = {0: self._pickle(machine)}
+        self.checkpoints = {}
+        self._checkpoint()
         self._cache = OrderedDict()     # step -> read-only machine restored at that step
         self._cache_size = cache
 
@@ -104,17 +120,28 @@ class Timeline:
 
     @staticmethod
     def _pickle(machine):
-        return pickle.dumps(machine, protocol=pickle.HIGHEST_PROTOCOL)
+        return _without_gc(pickle.dumps, machine, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def append(self, record):
-        """Log a finished step (called by the machine)."""
+    def _checkpoint(self):
+        began = time.perf_counter()
+        self.checkpoints[len(self.ops)] = self._pickle(self.machine)
+        self._dump_cost = time.perf_counter() - began
+        self._since = 0.0
+
+    def append(self, record, cost=0.0):
+        """Log a finished step that took ``cost`` seconds (called by the machine)."""
         assert record.index == len(self.ops), (record.index, len(self.ops))
         self.ops.append(record.op)
+        self.errors.append(record.error)
         self.records[record.index] = record
         while len(self.records) > self.keep_records:
             self.records.popitem(last=False)
-        if len(self.ops) % self.checkpoint_every == 0:
-            self.checkpoints[len(self.ops)] = self._pickle(self.machine)
+        self._since += cost
+        if self.checkpoint_every is not None:
+            if len(self.ops) % self.checkpoint_every == 0:
+                self._checkpoint()
+        elif self._since >= max(self.REPLAY_BUDGET, self._dump_cost):
+            self._checkpoint()
 
     def _check(self, n, name):
         if not isinstance(n, int) or isinstance(n, bool):
@@ -146,19 +173,21 @@ class Timeline:
             raise IndexError(f"step {index} has not run yet (the history has {index} steps)")
         if index in self.records:
             return self.records[index]
-        _, rebuilt = self._rebuild(index + 1, records=True)
+        _, rebuilt = self._rebuild(index + 1, records=True, first=index)
         return rebuilt[index]
 
-    def _rebuild(self, n, records):
-        """Load the nearest checkpoint at or before ``n`` and replay up to ``n``. Returns the
-        frozen machine and, if asked, the records of the replayed steps (with call trees)."""
-        start = max(c for c in self.checkpoints if c <= n)
+    def _rebuild(self, n, records, first=None):
+        """Load the nearest checkpoint at or before ``n`` (or before step ``first``) and
+        replay up to ``n``. Returns the frozen machine and, if asked, the records of the
+        replayed steps (with call trees)."""
+        first = n if first is None else first
+        start = max(c for c in self.checkpoints if c <= first)
         best = max((s for s in self._cache if start <= s <= n), default=None)
         if best is not None and not records:
-            machine = pickle.loads(self._pickle(self._cache[best]))
+            machine = _without_gc(pickle.loads, self._pickle(self._cache[best]))
             start = best
         else:
-            machine = pickle.loads(self.checkpoints[start])
+            machine = _without_gc(pickle.loads, self.checkpoints[start])
         machine.frozen = False
         machine.tracing = records and self.machine.tracing
         collected = {}
@@ -166,12 +195,16 @@ class Timeline:
         machine.nr_steps = start
         for index in range(start, n):
             op = self.ops[index]
-            machine.apply(op)
+            _, error = machine.apply(op)
+            if error != self.errors[index]:
+                raise ReplayError(f"step {index} ({op}) replayed with error {error}, "
+                                  f"not {self.errors[index]}")
             if records:
                 got, want = collected[index], self.records.get(index)
-                if want is not None and (got.error, got.result) != (want.error, want.result):
+                if want is not None and not _same_outcome(got, want):
                     raise ReplayError(f"step {index} ({op}) replayed as {got}, not {want}")
         machine.timeline = None
+        machine.events.clear()          # a past state has no event log; records carry them
         machine.frozen = True
         return machine, collected
 
@@ -180,11 +213,29 @@ class Timeline:
                 f"{len(self.records)} records kept)")
 
 
+def _without_gc(fn, *args, **kwargs):
+    """Pickling makes or visits tens of thousands of objects; a cyclic-GC pass in the middle
+    of it would scan them all again (it triples the time of a load)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        if was:
+            gc.enable()
+
+
+def _same_outcome(a, b):
+    """Did two runs of a step end alike? (Objects such as a spawned Process compare by what
+    they show, since a replay makes new ones.)"""
+    return a.error == b.error and trace.fmt_value(a.result) == trace.fmt_value(b.result)
+
+
 class _Collector:
     """Stands in for a timeline while a copy replays: keeps the records it produces."""
 
     def __init__(self, into, start):
         self.into = into
 
-    def append(self, record):
+    def append(self, record, cost=0.0):
         self.into[record.index] = record
