@@ -239,14 +239,14 @@ def do_user_addr_fault(mm, address, write):
         flags |= FAULT_FLAG_TRIED
 
 
-@traced(hide=("mm",))
+@traced(hide=("mm",), null=True)
 def lock_vma_under_rcu(mm, address):
     """mm/mmap_lock.c: lock_vma_under_rcu(): the VMA containing ``address`` (read-locked),
     or NULL, found without the mmap lock."""
     return mm.vma_lookup(address)
 
 
-@traced(hide=("mm", "refused"))
+@traced(hide=("mm", "refused"), null=True)
 def lock_mm_and_find_vma(mm, address, refused=None):
     """mm/mmap_lock.c: lock_mm_and_find_vma(): take the mmap lock and find the VMA, growing
     a stack VMA down to ``address`` (expand_stack_locked()). NULL when there is none (the

@@ -18,7 +18,7 @@ from .flags import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_HUGETLB, 
                     calc_vm_prot_bits, offset_in_page, page_align)
 from .mm_types import VmAreaStruct
 from .. import trace
-from ..trace import traced
+from ..trace import errno_result, traced
 
 PMD_SIZE = 1 << PMD_SHIFT
 #: arch/x86/include/asm/page_64_types.h: DEFAULT_MAP_WINDOW (47-bit user space).
@@ -44,7 +44,7 @@ def mmap_address_hint_valid(addr, length):
     return (addr > DEFAULT_MAP_WINDOW) == (addr + length > DEFAULT_MAP_WINDOW)
 
 
-@traced(hide=("mm",))
+@traced(hide=("mm",), result=errno_result)
 def unmapped_area_topdown(mm, length, low_limit, high_limit):
     """mm/vma.c: unmapped_area_topdown(): the highest gap of ``length`` bytes below
     ``high_limit`` (respecting stack guard gaps), or None."""
@@ -66,7 +66,7 @@ def unmapped_area_topdown(mm, length, low_limit, high_limit):
         gap_end = min(high_limit, vm_start_gap(prev))
 
 
-@traced(name="unmapped_area", hide=("mm",))
+@traced(name="unmapped_area", hide=("mm",), result=errno_result)
 def unmapped_area_bottomup(mm, length, low_limit, high_limit):
     """mm/vma.c: unmapped_area(): the lowest gap of ``length`` bytes at or above ``low_limit``."""
     low_limit = max(low_limit, mm.machine.sysctl["vm.mmap_min_addr"])
@@ -86,7 +86,7 @@ def unmapped_area_bottomup(mm, length, low_limit, high_limit):
         i += 1
 
 
-@traced(name="vm_unmapped_area", hide=("mm",))
+@traced(name="vm_unmapped_area", hide=("mm",), result=errno_result)
 def vm_unmapped_area(mm, length, low_limit, high_limit, topdown):
     """mm/mmap.c: vm_unmapped_area(): the lowest (or, top-down, highest) free gap of
     ``length`` bytes in ``[low_limit, high_limit)``; None (the kernel: -ENOMEM) if none."""
@@ -95,7 +95,7 @@ def vm_unmapped_area(mm, length, low_limit, high_limit, topdown):
     return unmapped_area_bottomup(mm, length, low_limit, high_limit)
 
 
-@traced(name="arch_get_unmapped_area_topdown_vmflags", hide=("mm",))
+@traced(name="arch_get_unmapped_area_topdown_vmflags", hide=("mm",), result=errno_result)
 def arch_get_unmapped_area_topdown(mm, addr, length, flags):
     """arch/x86/kernel/sys_x86_64.c: arch_get_unmapped_area_topdown_vmflags(): the hint if
     it is free, else the highest gap below ``mmap_base``, else bottom-up from
@@ -119,20 +119,20 @@ def arch_get_unmapped_area_topdown(mm, addr, length, flags):
     return found if found is not None else -ENOMEM
 
 
-@traced(name="arch_get_unmapped_area_vmflags", hide=("mm",))
+@traced(name="arch_get_unmapped_area_vmflags", hide=("mm",), result=errno_result)
 def arch_get_unmapped_area_bottomup(mm, length):
     """arch/x86/kernel/sys_x86_64.c: arch_get_unmapped_area_vmflags(), the legacy
     bottom-up search from TASK_UNMAPPED_BASE."""
     return vm_unmapped_area(mm, length, TASK_UNMAPPED_BASE, TASK_SIZE, False)
 
 
-@traced(name="mm_get_unmapped_area_vmflags", hide=("mm",))
+@traced(name="mm_get_unmapped_area_vmflags", hide=("mm",), result=errno_result)
 def mm_get_unmapped_area_vmflags(mm, addr, length, flags):
     """mm/mmap.c: mm_get_unmapped_area_vmflags(): the mm's layout decides (top-down here)."""
     return arch_get_unmapped_area_topdown(mm, addr, length, flags)
 
 
-@traced(name="__thp_get_unmapped_area", hide=("mm",))
+@traced(name="__thp_get_unmapped_area", hide=("mm",), result=errno_result)
 def thp_get_unmapped_area(mm, length, flags):
     """mm/huge_memory.c: thp_get_unmapped_area_vmflags() -> __thp_get_unmapped_area(): ask
     for 2 MiB more and align the start to 2 MiB inside it; plain search if that fails."""
@@ -143,7 +143,7 @@ def thp_get_unmapped_area(mm, length, flags):
     return mm_get_unmapped_area_vmflags(mm, 0, length, flags)
 
 
-@traced(name="__get_unmapped_area", hide=("mm", "vm_flags", "root"))
+@traced(name="__get_unmapped_area", hide=("mm", "vm_flags", "root"), result=errno_result)
 def get_unmapped_area(mm, file, addr, length, pgoff, flags, vm_flags=0, root=True):
     """mm/mmap.c: __get_unmapped_area(): pick (or check) the address of a new mapping.
 
@@ -460,7 +460,7 @@ def sys_brk(proc, brk):
                  else f"new heap VMA {oldbrk:#x}-{newbrk:#x}")
 
 
-@traced(hide=("mm",), result=lambda refused: -12 if refused else 0)
+@traced(hide=("mm",), result=lambda refused: "-ENOMEM" if refused else 0)
 def do_brk_flags(mm, brkvma, addr, len):
     """mm/vma.c: do_brk_flags(): extend the heap VMA ``brkvma`` over ``[addr, addr+len)``
     (vma_merge_new_range) or make a new VMA there. Returns None, or why it was refused

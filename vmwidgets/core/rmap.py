@@ -70,7 +70,7 @@ def reusable_anon_vma(old, a, b):
     return None
 
 
-@traced
+@traced(null=True)
 def find_mergeable_anon_vma(vma):
     """mm/vma.c: find_mergeable_anon_vma(): try the next VMA first, then the previous one."""
     mm = vma.vm_mm

@@ -154,10 +154,10 @@ def try_to_unmap_one(page, vma, address, slot):
     page.refcount -= 1
 
 
-@traced(hide=("machine",), result=lambda slot: slot is not None)
+@traced(name="folio_alloc_swap", hide=("machine",), result=lambda slot: 0 if slot else -12)
 def add_to_swap(machine, page):
-    """mm/vmscan.c / mm/swap_state.c: add_to_swap(): a swap slot for an anonymous page,
-    which enters the swap cache (one more reference). None when swap is full."""
+    """mm/swapfile.c: folio_alloc_swap(): a swap slot for an anonymous page, which enters
+    the swap cache (one more reference). None when swap is full."""
     slot = machine.swap.get_swap_page()
     if slot is not None:
         slot.cache = page
@@ -273,6 +273,12 @@ def shrink_node(machine, nr_pages):
 def reclaim_pages(machine, pages):
     """mm/vmscan.c: reclaim_pages() (MADV_PAGEOUT): shrink_folio_list() on exactly these
     pages, whether or not they were referenced. Returns how many were freed."""
+    return reclaim_folio_list(machine, pages)
+
+
+@traced(hide=("machine", "pages"))
+def reclaim_folio_list(machine, pages):
+    """mm/vmscan.c: reclaim_folio_list(): shrink_folio_list() without reference checks."""
     freed, _ = shrink_folio_list(machine, pages, len(pages), False)
     return freed
 
@@ -336,24 +342,10 @@ def _swapin(vma, address, pte, write):
     machine = mm.machine
     slot = machine.swap.slots[swp_offset(pte)]
     exclusive = bool(pte & SWP_EXCLUSIVE)
-    page = slot.cache
+    page = swap_cache_get_folio(slot)
     major = page is None
     if page is None:
-        page = machine.alloc_page("anon")
-        if slot.data is not None:
-            page.write(0, slot.data)
-        # folio_add_new_anon_rmap(): a page that may still be shared with other processes
-        # is filed under the root anon_vma, where rmap finds every process of the family.
-        page.mapping = vma.anon_vma if exclusive else vma.anon_vma.root
-        page.index = vma.linear_page_index(address)
-        page.swap = slot
-        slot.cache = page
-        lru_add(machine, page)
-        machine.stats["pswpin"] += 1
-        if trace._active is not None:
-            trace.note(f"pfn {page.pfn:#x} read from swap slot {slot.offset:#x}")
-    elif trace._active is not None:
-        trace.note(f"pfn {page.pfn:#x} found in the swap cache")
+        page = swapin_readahead(vma, address, slot, exclusive)
     page.mapcount += 1
     page.refcount += 1
     slot.count -= 1
@@ -372,6 +364,35 @@ def _swapin(vma, address, pte, write):
         folio_free_swap(machine, page)
     pgtable.set_pte_at(mm, address, entry)
     return VmFault(VM_FAULT_MAJOR if major else 0)
+
+
+@traced(null=True)
+def swap_cache_get_folio(slot):
+    """mm/swap_state.c: swap_cache_get_folio(): the page still in the swap cache for this
+    slot (not yet freed after swap-out, or shared and already swapped in), or NULL."""
+    return slot.cache
+
+
+# mm/swap_state.c: swapin_readahead() (6.18). Simplification: no readahead of neighbouring
+# slots; the one page is read at once.
+@traced(hide=("exclusive",))
+def swapin_readahead(vma, address, slot, exclusive):
+    """A new page for the slot, read from swap, in the swap cache and on the LRU."""
+    machine = vma.vm_mm.machine
+    page = machine.alloc_page("anon")
+    if slot.data is not None:
+        page.write(0, slot.data)
+    # folio_add_new_anon_rmap(): a page that may still be shared with other processes
+    # is filed under the root anon_vma, where rmap finds every process of the family.
+    page.mapping = vma.anon_vma if exclusive else vma.anon_vma.root
+    page.index = vma.linear_page_index(address)
+    page.swap = slot
+    slot.cache = page
+    lru_add(machine, page)
+    machine.stats["pswpin"] += 1
+    if trace._active is not None:
+        trace.note(f"pfn {page.pfn:#x} read from swap slot {slot.offset:#x}, in the swap cache")
+    return page
 
 
 @traced(hide=("machine",))

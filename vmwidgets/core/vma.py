@@ -109,7 +109,7 @@ def _remove_merged(mm, keep, gone):
         rmap.unlink_anon_vmas(gone)
 
 
-@traced
+@traced(null=True)
 def vma_merge_new_range(vmg):
     """mm/vma.c: vma_merge_new_range(): grow a neighbour over ``[start, end)`` if possible
     (:func:`vma_expand`).
@@ -153,7 +153,7 @@ def vma_expand(vmg, target, start, end, pgoff, remove_next):
     mm.set_range(target, start, end, pgoff)
 
 
-@traced
+@traced(null=True)
 def vma_merge_existing_range(vmg):
     """mm/vma.c: vma_merge_existing_range(): merge ``[start, end)`` of ``vmg.middle``, whose
     flags become ``vmg.flags``, with prev and/or next. Returns the merged VMA or ``None``."""

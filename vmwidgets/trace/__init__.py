@@ -161,13 +161,14 @@ def note(text):
             call.dropped += 1
 
 
-def traced(fn=None, *, name=None, hide=(), result=None):
+def traced(fn=None, *, name=None, hide=(), result=None, null=False):
     """Decorate a model function so that it appears in call trees under the kernel's ``name``
     (default: its own name). Arguments named in ``hide`` are left out of the tree;
     ``result``, if given, maps the return value to what the tree shows (e.g. the address
-    out of an ``(address, outcome)`` pair)."""
+    out of an ``(address, outcome)`` pair; ``None`` shows nothing, as for a void function).
+    With ``null``, a ``None`` result shows as ``NULL`` (a function returning a pointer)."""
     if fn is None:
-        return functools.partial(traced, name=name, hide=hide, result=result)
+        return functools.partial(traced, name=name, hide=hide, result=result, null=null)
     func_name = name or fn.__name__
     code = fn.__code__
     params = code.co_varnames[:code.co_argcount]
@@ -207,11 +208,25 @@ def traced(fn=None, *, name=None, hide=(), result=None):
             shown_value = show_result(value)
         else:
             shown_value = value
-        call.result = fmt_value(shown_value) if shown_value is not None else None
+        if shown_value is not None:
+            call.result = fmt_value(shown_value)
+        elif null:
+            call.result = "NULL"
         return value
 
     wrapper.__traced__ = func_name
     return wrapper
+
+
+def errno_result(value):
+    """A result mapper for functions returning an address or a negative errno (and None for
+    "no room"): ``-ENOMEM`` instead of ``-0xc``."""
+    import errno as errno_mod
+    if value is None:
+        return "-ENOMEM"
+    if isinstance(value, int) and value < 0 and -value in errno_mod.errorcode:
+        return "-" + errno_mod.errorcode[-value]
+    return value
 
 
 def _error_text(exc):
@@ -234,4 +249,4 @@ def _call_error(exc):
 from .graph import compact, function_graph, structure_diff  # noqa: E402  (uses Call)
 
 __all__ = ["Call", "Note", "Recorder", "begin", "end", "note", "traced", "function_graph", "recording",
-           "pause", "resume", "compact", "structure_diff", "MAX_NOTES", "MAX_CALLS"]
+           "pause", "resume", "compact", "structure_diff", "MAX_NOTES", "MAX_CALLS", "errno_result"]
