@@ -15,6 +15,10 @@ worst (target: going back 1,000 steps in under 50 ms). It also times stepping ba
 step at a time over 200 steps (a timeline slider dragged backwards) and rebuilding an old
 step's record (call tree included) after it aged out.
 
+At lesson scale (3 processes with 7 mappings of their own besides the 10 of the exec layout,
+about 50 VMAs in all, as in the widgets' speed target; forks add a few) it times stepping back
+one step at a time again, and prints the process and VMA counts it ended with.
+
 Part 2: the same run on a machine without history and without tracing, side by side with
 the first (same process, interleaved repetitions): the cost of history and of tracing per
 step, as a ratio; and the memory the checkpoints take.
@@ -39,17 +43,17 @@ FIXED = vw.MAP_PRIVATE | vw.MAP_ANONYMOUS | vw.MAP_FIXED
 BASE = 0x10000000
 
 
-def run(steps, seed=1, **machine_args):
+def run(steps, seed=1, vmas=50, **machine_args):
     r = random.Random(seed)
     m = vw.Machine(ram="64M", **machine_args)
     procs = [m.spawn() for _ in range(3)]
     for p in procs:
-        for i in range(50):
+        for i in range(vmas):
             p.mmap(BASE + i * 0x10000, 8 * P, RW, FIXED)
     while m.nr_steps < steps:
         procs = [p for p in procs if p.alive]
         p = r.choice(procs)
-        a = BASE + r.randrange(50) * 0x10000 + r.randrange(8) * P
+        a = BASE + r.randrange(vmas) * 0x10000 + r.randrange(8) * P
         k = r.random()
         try:
             if k < 0.55:
@@ -121,6 +125,17 @@ def main():
     ckpt = sum(len(b) for b in tl.checkpoints.values())
     print(f"  checkpoints: {ckpt / 2**20:.1f} MiB in total, {ckpt / len(tl.checkpoints) / 1024:.0f} KiB each; "
           f"{len(tl.records)} step records kept")
+
+    small_m = run(min(steps, 2_000), vmas=7)
+    nvmas = sum(p.mm.map_count for p in small_m.processes)
+    head = len(small_m.timeline)
+    small_m.timeline._cache.clear()
+    t = time.perf_counter()
+    for n in range(head - 1, head - 201, -1):
+        small_m.timeline.state(n)
+    per = (time.perf_counter() - t) / 200 * 1000
+    print(f"  lesson scale ({len(small_m.processes)} processes, {nvmas} VMAs in all): stepping "
+          f"back one step at a time: {per:.1f} ms per step")
 
     print("Part 2: cost per step, same run side by side (best of 3 each)")
     small = min(steps, 4_000)

@@ -97,7 +97,7 @@ class Timeline:
     #: With ``checkpoint_every=None``: the least step time (s) between two checkpoints.
     REPLAY_BUDGET = 0.010
 
-    def __init__(self, machine, checkpoint_every=None, keep_records=2000, cache=4):
+    def __init__(self, machine, checkpoint_every=None, keep_records=1000, cache=4):
         if checkpoint_every is not None and (not isinstance(checkpoint_every, int)
                                              or checkpoint_every < 1):
             raise ValueError("checkpoint_every must be a positive int or None, "
@@ -159,7 +159,7 @@ class Timeline:
         if n in self._cache:
             self._cache.move_to_end(n)
             return self._cache[n]
-        machine, _ = self._rebuild(n, records=False)
+        machine, _ = _without_gc(self._rebuild, n, records=False)
         self._cache[n] = machine
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -173,7 +173,7 @@ class Timeline:
             raise IndexError(f"step {index} has not run yet (the history has {index} steps)")
         if index in self.records:
             return self.records[index]
-        _, rebuilt = self._rebuild(index + 1, records=True, first=index)
+        _, rebuilt = _without_gc(self._rebuild, index + 1, records=True, first=index)
         return rebuilt[index]
 
     def _rebuild(self, n, records, first=None):
@@ -184,10 +184,10 @@ class Timeline:
         start = max(c for c in self.checkpoints if c <= first)
         best = max((s for s in self._cache if start <= s <= n), default=None)
         if best is not None and not records:
-            machine = _without_gc(pickle.loads, self._pickle(self._cache[best]))
+            machine = pickle.loads(self._pickle(self._cache[best]))
             start = best
         else:
-            machine = _without_gc(pickle.loads, self.checkpoints[start])
+            machine = pickle.loads(self.checkpoints[start])
         machine.frozen = False
         machine.tracing = records and self.machine.tracing
         collected = {}
@@ -214,8 +214,10 @@ class Timeline:
 
 
 def _without_gc(fn, *args, **kwargs):
-    """Pickling makes or visits tens of thousands of objects; a cyclic-GC pass in the middle
-    of it would scan them all again (it triples the time of a load)."""
+    """Pickling and replaying make or visit tens of thousands of objects; a full cyclic-GC
+    pass in the middle would scan every object of the program (the kept call trees too),
+    which makes the slowest rebuilds ten times slower. The work is bounded, so the garbage
+    it leaves is collected afterwards."""
     was = gc.isenabled()
     gc.disable()
     try:
