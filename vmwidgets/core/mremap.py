@@ -309,9 +309,8 @@ def copy_vma(mm, vma, addr, length, pgoff):
         return new_vma, vma, True
     new_vma = VmAreaStruct(mm, addr, addr + length, vma.vm_flags, pgoff, vma.vm_file, vma.vm_ops)
     new_vma.anon_vma = vma.anon_vma
-    if vma.anon_vma_chain:
-        from . import rmap
-        rmap.anon_vma_clone(new_vma, vma)
+    from . import rmap
+    rmap.anon_vma_clone(new_vma, vma)        # a no-op for a VMA without anon_vma
     mm.insert(new_vma)
     if new_vma.vm_file is not None:
         new_vma.vm_file.mapping.i_mmap.add(new_vma)

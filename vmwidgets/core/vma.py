@@ -225,8 +225,7 @@ def __split_vma(mm, vma, addr, new_below):
     else:
         new.vm_start = addr
         new.vm_pgoff += (addr - vma.vm_start) >> PAGE_SHIFT
-    if vma.anon_vma_chain:
-        rmap.anon_vma_clone(new, vma)
+    rmap.anon_vma_clone(new, vma)      # a no-op for a VMA without anon_vma
     if new_below:
         mm.set_range(vma, addr, vma.vm_end, vma.vm_pgoff + ((addr - new.vm_start) >> PAGE_SHIFT))
     else:

@@ -75,8 +75,14 @@ class Call:
         return (self.func, tuple(c.names() for c in self.children))
 
     def all_changes(self):
-        """Every state change made in this call and below it, in order."""
-        return [text for _, c in self.walk() for text in c.changes]
+        """Every state change made in this call and below it, in the order they happened."""
+        out = []
+        for item in self.body:
+            if isinstance(item, Call):
+                out.extend(item.all_changes())
+            else:
+                out.append(str(item))
+        return out
 
     def compact(self, depth=None):
         """The tree as indented names, one call a line (see :func:`~.graph.compact`)."""
