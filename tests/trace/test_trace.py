@@ -1011,6 +1011,35 @@ def test_direct_reclaim_from_a_fault():
     vw.validate(m)
 
 
+def test_the_oom_killer_kills_the_faulting_process():
+    # mm/page_alloc.c: __alloc_pages_slowpath: direct reclaim frees nothing (no swap, no file
+    # pages) -> __alloc_pages_may_oom -> out_of_memory (mm/oom_kill.c) -> oom_kill_process ->
+    # __oom_kill_process; the victim's exit (kernel/exit.c: do_exit ...) runs at once in the
+    # model. Here the victim is the faulting process: its fault ends in SIGKILL.
+    m = vw.Machine(ram=f"{48 * 4}K")
+    m.spawn()
+    q = m.spawn()
+    n = m.phys.nr_free + 8
+    q.mmap(pg(0), n * P, RW, FIXED)
+    with pytest.raises(vw.ProcessKilled):
+        q.write(pg(0), b"x" * (n * P))
+    t = tree(m)
+    slow = t.find_all("__alloc_pages_slowpath")[-1]
+    same("""
+        __alloc_pages_slowpath
+          try_to_free_pages
+            shrink_node
+          out_of_memory
+            oom_kill_process
+        """, slow, depth=2)
+    same("__oom_kill_process\n  do_exit\n    exit_mm", one(slow, "__oom_kill_process"), depth=2)
+    assert one(slow, "out_of_memory").result == f"pid {q.pid}"
+    assert slow.error == "SIGKILL" and t.error == "ProcessKilled"
+    assert one(slow, "try_to_free_pages").result == "0"
+    assert not q.alive
+    vw.validate(m)
+
+
 # -- the recorder and the rendering ---------------------------------------------------------
 
 GOLDEN = """\

@@ -459,7 +459,13 @@ def out_of_memory(machine):
 # is no oom_reaper.
 @traced(hide=("points",), result=lambda r: None)
 def oom_kill_process(victim, points):
-    """Kill the chosen process with SIGKILL."""
-    victim.kill(f"Out of memory: Killed process {victim.pid} (demo) with badness {points} "
-                f"(RSS + swap + page tables, in pages)")
+    """Kill the chosen process (__oom_kill_process)."""
+    __oom_kill_process(victim, f"Out of memory: Killed process {victim.pid} (demo) with "
+                               f"badness {points} (RSS + swap + page tables, in pages)")
+
+
+@traced(name="__oom_kill_process", hide=("message",), result=lambda r: None)
+def __oom_kill_process(victim, message):
+    """mm/oom_kill.c: __oom_kill_process(): SIGKILL to the victim, which exits."""
+    victim.kill(message)
 
