@@ -27,7 +27,8 @@ def live_swap():
         pytest.skip("enabling a swap file needs root")
     if not (shutil.which("mkswap") and shutil.which("swapon")):
         pytest.skip("mkswap/swapon not installed")
-    path = os.path.join(tempfile.mkdtemp(prefix="vmw-swap-"), "swapfile")
+    directory = tempfile.mkdtemp(prefix="vmw-swap-")
+    path = os.path.join(directory, "swapfile")
     with open(path, "wb") as f:
         os.posix_fallocate(f.fileno(), 0, SWAP_SIZE)   # swapon refuses files with holes
     os.chmod(path, 0o600)
@@ -36,10 +37,12 @@ def live_swap():
         subprocess.run(["swapon", path], check=True, capture_output=True)
     except subprocess.CalledProcessError as exc:
         os.unlink(path)
+        os.rmdir(directory)
         pytest.skip(f"could not enable swap: {exc.stderr.decode().strip()}")
     yield path
     subprocess.run(["swapoff", path], check=False, capture_output=True)
     os.unlink(path)
+    os.rmdir(directory)
 
 
 SWAP_SCENARIOS = {
