@@ -192,7 +192,9 @@ class Machine:
         record = StepRecord(self.nr_steps, Op(0 if task is self else task.pid, call, args,
                                               kwargs))
         self._step = record
-        previous = trace.begin(call, record.op.shown()) if self.tracing else trace.pause()
+        code = fn.__code__
+        previous = (trace.begin(call, record.op.shown(code.co_varnames[1:code.co_argcount]))
+                    if self.tracing else trace.pause())
         record.cost = time.perf_counter()
         try:
             result = fn(task, *args, **kwargs)

@@ -43,9 +43,11 @@ class Op:
     args: tuple
     kwargs: dict = field(default_factory=dict)
 
-    def shown(self):
-        """The arguments as a call tree shows them."""
-        shown = {f"arg{i}": trace.fmt_value(a) for i, a in enumerate(self.args)}
+    def shown(self, names=()):
+        """The arguments as a call tree shows them, under ``names`` (the parameters of the
+        method) where given."""
+        names = list(names) + [f"arg{i}" for i in range(len(names), len(self.args))]
+        shown = {name: trace.fmt_value(a) for name, a in zip(names, self.args)}
         shown.update((k, trace.fmt_value(v)) for k, v in self.kwargs.items())
         if self.target:
             shown = {"pid": str(self.target), **shown}
