@@ -1043,7 +1043,7 @@ def test_the_oom_killer_kills_the_faulting_process():
 # -- the recorder and the rendering ---------------------------------------------------------
 
 GOLDEN = """\
- 0)               |  write(pid=1, arg0=0x100000000000, arg1=<2 bytes>) {
+ 0)               |  write(pid=1, addr=0x100000000000, data=<2 bytes>) {
  0)               |    exc_page_fault(mm=mm(pid 1), address=0x100000000000, write=True) {
  0)               |      do_user_addr_fault(mm=mm(pid 1), address=0x100000000000, write=True) {
  0)               |        lock_vma_under_rcu(address=0x100000000000); /* = vma[0x100000000000-0x100000001000 rw-p] */
