@@ -149,6 +149,7 @@ mmap
                   anon_vma_clone
               vms_clean_up_area
                 vms_clear_ptes
+                  tlb_gather_mmu
                   unmap_vmas
                     unmap_single_vma
                       unmap_page_range
@@ -157,6 +158,10 @@ mmap
                   free_pgtables
                     unlink_anon_vmas
                     free_pgd_range
+                  tlb_finish_mmu
+                    tlb_flush_mmu
+                      flush_tlb_mm_range
+                        flush_tlb_func
             vma_merge_new_range
               vma_expand
                 dup_anon_vma
@@ -179,7 +184,8 @@ def test_mmap_fixed_over_the_middle_of_a_vma():
     assert one(t, "vms_gather_munmap_vmas").changes == [f"vma removed: vma[{pg(1):#x}-{pg(2):#x} rw-p]"]
     zap = one(t, "zap_pte_range")
     assert f"pte {pg(1):#x}: pfn {pfn:#x} rw dirty -> none" in zap.changes
-    assert f"page freed: pfn {pfn:#x} (anon)" in zap.changes
+    # the page goes back only after the TLB flush (mmu_gather: tlb_flush_mmu_free)
+    assert f"page freed: pfn {pfn:#x} (anon)" in one(t, "tlb_flush_mmu").changes
     assert one(t, "vma_merge_new_range").result == f"vma[{pg(0):#x}-{pg(3):#x} rw-p]"
     assert not p.pagemap(pg(1)).present
     assert len(p.mm.vmas_in(pg(0), pg(3))) == 1
@@ -223,6 +229,7 @@ munmap
             anon_vma_clone
         vms_complete_munmap_vmas
           vms_clear_ptes
+            tlb_gather_mmu
             unmap_vmas
               unmap_single_vma
                 unmap_page_range
@@ -231,6 +238,10 @@ munmap
             free_pgtables
               unlink_anon_vmas
               free_pgd_range
+            tlb_finish_mmu
+              tlb_flush_mmu
+                flush_tlb_mm_range
+                  flush_tlb_func
           remove_vma
 """
 
@@ -250,8 +261,8 @@ def test_munmap_of_the_middle_splits_twice():
                              f"{pg(0) >> 12:#x} -> {pg(1) >> 12:#x}"
     assert one(t, "vms_gather_munmap_vmas").changes == [f"vma removed: vma[{pg(1):#x}-{pg(2):#x} rw-p]"]
     assert one(t, "folio_remove_rmap_pte").changes == [f"pfn {pfn:#x}: mapcount 1 -> 0"]
-    assert one(t, "zap_pte_range").changes == [f"pte {pg(1):#x}: pfn {pfn:#x} rw dirty -> none",
-                                               f"page freed: pfn {pfn:#x} (anon)"]
+    assert one(t, "zap_pte_range").changes == [f"pte {pg(1):#x}: pfn {pfn:#x} rw dirty -> none"]
+    assert f"page freed: pfn {pfn:#x} (anon)" in one(t, "tlb_flush_mmu").changes
     assert t.result == "0"
 
 
@@ -280,6 +291,7 @@ def test_munmap_einval_shows_in_the_tree():
 MPROTECT_SPLIT = """
 mprotect
   do_mprotect_pkey
+    tlb_gather_mmu
     mprotect_fixup
       vma_modify_flags
         vma_modify
@@ -292,6 +304,10 @@ mprotect
               anon_vma_clone
       change_protection
         change_pte_range
+    tlb_finish_mmu
+      tlb_flush_mmu
+        flush_tlb_mm_range
+          flush_tlb_func
 """
 
 
@@ -316,6 +332,7 @@ def test_mprotect_of_the_middle_splits_and_write_protects():
 MPROTECT_MERGE = """
 mprotect
   do_mprotect_pkey
+    tlb_gather_mmu
     mprotect_fixup
       __vm_enough_memory
       vma_modify_flags
@@ -323,6 +340,8 @@ mprotect
           vma_merge_existing_range
             dup_anon_vma
       change_protection
+    tlb_finish_mmu
+      tlb_flush_mmu
 """
 
 
@@ -394,18 +413,23 @@ mremap
               anon_vma_clone
             move_page_tables
               __pte_alloc
+              flush_tlb_mm_range
+                flush_tlb_func
           unmap_source_vma
             do_vmi_munmap
               do_vmi_align_munmap
                 vms_gather_munmap_vmas
                 vms_complete_munmap_vmas
                   vms_clear_ptes
+                    tlb_gather_mmu
                     unmap_vmas
                       unmap_single_vma
                         unmap_page_range
                     free_pgtables
                       unlink_anon_vmas
                       free_pgd_range
+                    tlb_finish_mmu
+                      tlb_flush_mmu
                   remove_vma
 """
 
@@ -435,6 +459,7 @@ MADV_DONTNEED = """
 madvise
   do_madvise
     madvise_do_behavior
+      tlb_gather_mmu
       madvise_walk_vmas
         madvise_vma_behavior
           madvise_dontneed_free
@@ -444,6 +469,10 @@ madvise
                   unmap_page_range
                     zap_pte_range
                       folio_remove_rmap_pte
+      tlb_finish_mmu
+        tlb_flush_mmu
+          flush_tlb_mm_range
+            flush_tlb_func
 """
 
 
@@ -455,7 +484,7 @@ def test_madvise_dontneed_zaps_the_pages():
     p.madvise(pg(0), 2 * P, vw.MADV_DONTNEED)
     t = tree(m)
     same(MADV_DONTNEED, t)
-    assert f"page freed: pfn {pfn:#x} (anon)" in one(t, "zap_pte_range").changes
+    assert f"page freed: pfn {pfn:#x} (anon)" in one(t, "tlb_flush_mmu").changes
     assert p.read(pg(0), 1) == b"\0"
 
 
@@ -487,12 +516,15 @@ def test_brk_grows_by_merging_and_shrinks_by_unmapping():
                   anon_vma_clone
               vms_complete_munmap_vmas
                 vms_clear_ptes
+                  tlb_gather_mmu
                   unmap_vmas
                     unmap_single_vma
                       unmap_page_range
                   free_pgtables
                     unlink_anon_vmas
                     free_pgd_range
+                  tlb_finish_mmu
+                    tlb_flush_mmu
                 remove_vma
         """, t)
 
@@ -609,6 +641,8 @@ handle_pte_fault
       vmf_anon_prepare
       folio_prealloc
       folio_add_new_anon_rmap
+      flush_tlb_mm_range
+        flush_tlb_func
       folio_remove_rmap_pte
 """
 
@@ -627,7 +661,9 @@ def test_write_after_fork_copies():
     assert one(t, "wp_can_reuse_anon_folio").changes == [f"pfn {old:#x} refcount 2: shared, copy it"]
     copy = one(t, "wp_page_copy")
     assert copy.args["old"] == f"pfn {old:#x}" and copy.result == "0"
-    assert copy.changes == [f"pte {pg(0):#x}: pfn {old:#x} ro dirty old -> pfn {new:#x} rw dirty"]
+    # ptep_clear_flush() first (the old PTE out of every TLB), then the new PTE
+    assert copy.changes == [f"pte {pg(0):#x}: pfn {old:#x} ro dirty old -> none",
+                            f"pte {pg(0):#x}: none -> pfn {new:#x} rw dirty"]
     assert one(t, "folio_remove_rmap_pte").changes == [f"pfn {old:#x}: mapcount 2 -> 1"]
 
 
@@ -809,6 +845,7 @@ def test_swap_in_after_pageout():
         madvise_vma_behavior
           madvise_pageout
             madvise_cold_or_pageout_pte_range
+              tlb_gather_mmu
               reclaim_pages
                 reclaim_folio_list
                   shrink_folio_list
@@ -817,12 +854,18 @@ def test_swap_in_after_pageout():
                       rmap_walk
                         rmap_walk_anon
                           try_to_unmap_one
+                            flush_tlb_mm_range
+                              flush_tlb_func
                             folio_remove_rmap_pte
                     pageout
                     __remove_mapping
+              tlb_finish_mmu
+                tlb_flush_mmu
         """, one(t, "madvise_vma_behavior"))
-    assert any(c.startswith(f"pte {pg(0):#x}: pfn") and c.endswith("-> swap slot 0x1 excl")
+    # try_to_unmap_one(): ptep_clear_flush(), then the swap entry
+    assert any(c.startswith(f"pte {pg(0):#x}: pfn") and c.endswith("-> none")
                for c in t.all_changes())
+    assert f"pte {pg(0):#x}: none -> swap slot 0x1 excl" in t.all_changes()
     assert p.read(pg(0), 7) == b"swapped"
     t = tree(m)
     same("do_swap_page\n  swap_cache_get_folio\n  swapin_readahead", one(t, "do_swap_page"))
@@ -950,8 +993,9 @@ def test_exit():
     n = c.mm.map_count
     c.exit()
     t = tree(m)
-    expected = ["exit", "  do_exit", "    exit_mm", "      mmput", "        __mmput",
-                "          exit_mmap", "            unmap_vmas", "            free_pgtables"]
+    expected = ["exit", "  do_exit", "    exit_mm", "      enter_lazy_tlb", "      mmput",
+                "        __mmput", "          exit_mmap", "            tlb_gather_mmu",
+                "            unmap_vmas", "            free_pgtables", "            tlb_finish_mmu"]
     expected += ["            remove_vma"] * n + ["          __mmdrop", "            pgd_free"]
     same("\n".join(expected), t, depth=6)
     assert len(one(t, "unmap_vmas").children) == n      # unmap_single_vma for each VMA
@@ -988,6 +1032,8 @@ def test_reclaim():
                   rmap_walk
                     rmap_walk_anon
                       try_to_unmap_one
+                        flush_tlb_mm_range
+                          flush_tlb_func
                         folio_remove_rmap_pte
                 pageout
                 __remove_mapping
@@ -1121,7 +1167,7 @@ def test_notes_and_calls_are_capped_per_call():
     p.write(pg(0), b"x" * (n * P))
     p.munmap(pg(0), n * P)
     zap = one(tree(m), "zap_pte_range")
-    assert zap.nnotes == trace.MAX_NOTES and zap.dropped == 2 * n - trace.MAX_NOTES
+    assert zap.nnotes == trace.MAX_NOTES and zap.dropped == n - trace.MAX_NOTES
     assert len(zap.children) == n                 # folio_remove_rmap_pte per page
     assert "/* ... and " in function_graph(zap)
     assert "more change(s) */" in function_graph(zap)

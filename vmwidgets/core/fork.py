@@ -71,6 +71,18 @@ def dup_mmap(child, parent):
                  "start_brk", "brk", "start_stack"):
         setattr(mm, attr, getattr(oldmm, attr))
     outcome = []
+    try:
+        _dup_vmas(mm, oldmm, outcome)
+    finally:
+        # mm/mmap.c: dup_mmap() (6.18) ends with flush_tlb_mm(oldmm), success or not: the
+        # parent's PTEs were write-protected for COW.
+        from . import tlb as tlb_mod
+        tlb_mod.flush_tlb_mm(oldmm, "fork")
+    return outcome
+
+
+def _dup_vmas(mm, oldmm, outcome):
+    """The loop of dup_mmap() over the parent's VMAs."""
     for mpnt in list(oldmm.mm_mt):
         rng = f"{mpnt.vm_start:#x}-{mpnt.vm_end:#x}"
         if mpnt.vm_flags & VM_DONTCOPY:
@@ -95,7 +107,6 @@ def dup_mmap(child, parent):
         if not tmp.vm_flags & VM_WIPEONFORK:
             copied = copy_page_range(tmp, mpnt)
         outcome.append(f"{rng}: {note}; {copied} PTE(s) copied")
-    return outcome
 
 
 def vma_needs_copy(src_vma):
@@ -184,7 +195,10 @@ def do_exit(proc):
 
 @traced(hide=("proc",))
 def exit_mm(proc):
-    """kernel/exit.c: exit_mm(): drop the task's reference to its mm (mmput)."""
+    """kernel/exit.c: exit_mm(): the task lets go of its mm (enter_lazy_tlb: its CPU keeps
+    it loaded, lazily) and drops its reference (mmput)."""
+    from . import tlb as tlb_mod
+    tlb_mod.exit_tasks(proc)
     return mmput(proc)
 
 
@@ -214,8 +228,13 @@ def exit_mmap(proc):
     PGD (free_pgtables), free the VMAs (remove_vma)."""
     mm = proc.mm
     vmas = list(mm.mm_mt)
+    # mm/mmap.c: exit_mmap() (6.18): tlb_gather_mmu_fullmm() ... tlb_finish_mmu(): one full
+    # flush (with freed_tables) before the pages and page tables are freed.
+    from . import tlb as tlb_mod
+    tlb = tlb_mod.tlb_gather_mmu(mm, "exit", fullmm=True)
     memory.unmap_vmas(mm, vmas, 0, TASK_SIZE)
     vma_mod.free_pgtables(mm, vmas, 0, TASK_SIZE, 0, 0)
+    tlb_mod.tlb_finish_mmu(tlb)
     for vma in vmas:
         mm.remove(vma)
         vma_mod.remove_vma(vma)

@@ -26,7 +26,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from . import madvise as madvise_mod, memory, mmap as mmap_mod, mprotect as mprotect_mod
-from . import mremap as mremap_mod, pgtable, vma as vma_mod
+from . import mremap as mremap_mod, pgtable, tlb as tlb_mod, vma as vma_mod
 from .flags import SEGV_MAPERR
 from .errors import (EBADF, ENOENT, ENOMEM, BusError, OutOfMemory, ProcessKilled,
                      SegmentationFault, syscall_error)
@@ -151,10 +151,21 @@ class Machine:
     :param swap: swap space in bytes or a size; reclaim swaps anonymous pages out to it.
     :param read_ahead_kb: the block device's read-ahead, which sizes the read-around of
         file faults (Linux defaults to 128; ``/sys/block/*/queue/read_ahead_kb``).
+    :param cpus: the number of CPUs (1 to 64); each has a TLB (see :mod:`.tlb`).
+    :param tlb_entries: entries of each CPU's TLB.
+    :param tlb_policy: the TLB's replacement: ``"lru"``, ``"fifo"`` or ``"random"``.
+    :param pcid: tag TLB entries with PCIDs (x86 CR4.PCIDE), so a context switch need not
+        flush; without, every switch to another address space flushes.
+    :param seed: seeds ``machine.rng``, the only source of randomness (random replacement).
+
+    ``m.cpus`` lists the :class:`~vmwidgets.core.tlb.Cpu` objects; ``m.tlb_log`` the recent
+    :class:`~vmwidgets.core.tlb.TlbFlush` records (each step's are in its record's
+    ``tlb_flushes``).
     """
 
     def __init__(self, ram="256M", swap=0, read_ahead_kb=128, *, history=True, trace=True,
-                 checkpoint_every=None, keep_events=10_000):
+                 checkpoint_every=None, keep_events=10_000, cpus=1, tlb_entries=64,
+                 tlb_policy="lru", pcid=True, seed=0):
         from .page_alloc import PhysicalMemory
         ram = _parse_size(ram, "ram")
         self.phys = PhysicalMemory(ram >> PAGE_SHIFT)
@@ -174,6 +185,8 @@ class Machine:
         self._ids = {}
         self.binary = File("/usr/bin/demo", _demo_binary(), ino=260131)
         self.files = {self.binary.path: self.binary}
+        self.tlb_log = deque(maxlen=keep_events)
+        tlb_mod.setup(self, cpus, tlb_entries, tlb_policy, pcid, seed)
         #: Steps run so far; the StepRecord of the one running (None between steps).
         self.nr_steps = 0
         self._step = None
@@ -188,8 +201,9 @@ class Machine:
         if self.frozen:
             raise RuntimeError("this machine is a past state from a timeline (read-only); "
                                "run operations on the live machine")
-        args = tuple(bytes(a) if isinstance(a, (bytearray, memoryview)) else a for a in args)
-        record = StepRecord(self.nr_steps, Op(0 if task is self else task.pid, call, args,
+        args = tuple(_plain(a) for a in args)
+        kwargs = {k: _plain(v) for k, v in kwargs.items()}
+        record = StepRecord(self.nr_steps, Op(0 if task is self else task.tid, call, args,
                                               kwargs))
         self._step = record
         code = fn.__code__
@@ -238,7 +252,69 @@ class Machine:
         for proc in self.processes:
             if proc.pid == pid:
                 return proc
+        for proc in self.processes:
+            for thread in proc.threads:
+                if thread.tid == pid:
+                    return thread
         raise ProcessLookupError(f"no process {pid} is running")
+
+    # -- CPUs ----------------------------------------------------------------------------------
+    @step
+    def switch_to(self, cpu, task):
+        """Schedule ``task`` (a process, a thread or its id) on CPU ``cpu``; ``None`` makes
+        the CPU idle, which leaves the old address space loaded in lazy-TLB mode. A task
+        running on another CPU moves here (that CPU goes idle). See :mod:`.tlb`."""
+        cpu = self._check_cpu(cpu)
+        if task is not None:
+            task = getattr(task, "tid", task)
+            if not isinstance(task, int) or isinstance(task, bool):
+                raise TypeError(f"task must be a Process, a Thread, a tid or None, not "
+                                f"{type(task).__name__}")
+            task = self.task(task)
+        self.this_cpu = cpu
+        target = self.cpus[cpu]
+        if task is not None:
+            if target.current is task:
+                return cpu
+            other = tlb_mod.task_running_on(task)
+            if other is not None:
+                tlb_mod.context_switch(other, None)
+        elif target.current is None:
+            return cpu
+        tlb_mod.context_switch(target, task)
+        return cpu
+
+    def _check_cpu(self, cpu):
+        _check_int(cpu, "cpu")
+        if not 0 <= cpu < len(self.cpus):
+            raise ValueError(f"cpu must be between 0 and {len(self.cpus) - 1}, got {cpu}")
+        return cpu
+
+    @step
+    def inject_skip_flush(self, cause=None, count=1):
+        """Fault injection: skip the next ``count`` TLB flushes made for ``cause`` (one of
+        :data:`~vmwidgets.core.tlb.CAUSES`; ``None``: any), as if the kernel forgot them.
+        The page tables change, the TLBs keep their old entries: a thread on another CPU
+        can then reach freed or reused memory, and ``validate`` reports the stale entry."""
+        if cause is not None and cause not in tlb_mod.CAUSES:
+            raise ValueError(f"cause must be None or one of {', '.join(tlb_mod.CAUSES)}, "
+                             f"got {cause!r}")
+        _check_int(count, "count")
+        if count < 1:
+            raise ValueError(f"count must be positive, got {count}")
+        self.tlb_inject = [cause, count]
+        return count
+
+    @step
+    def advance_time(self, ms):
+        """Let ``ms`` milliseconds pass (jiffies advance at HZ = 250). Time matters to the
+        TLB code only: 6.18 trims a CPU that left an address space from its mm_cpumask at
+        most once a second, by sending it the next flush IPI."""
+        _check_int(ms, "ms")
+        if ms < 0:
+            raise ValueError("ms must not be negative")
+        self.jiffies += ms * tlb_mod.HZ // 1000
+        return self.jiffies
 
     def step_record(self, index):
         """The :class:`StepRecord` of step ``index``: its op, result, events and call tree."""
@@ -260,6 +336,7 @@ class Machine:
 
     def __getstate__(self):
         state = self.__dict__.copy()
+        state["tlb_log"] = deque(maxlen=self.tlb_log.maxlen)
         state["timeline"] = None
         state["events"] = deque(maxlen=self.events.maxlen)
         state["_step"] = None
@@ -282,6 +359,7 @@ class Machine:
         """Free up to ``nr_pages`` frames as kswapd would (LRU order, rmap walk,
         try_to_unmap, swap-out). Returns the number of frames freed."""
         _check_int(nr_pages, "nr_pages")
+        self.this_cpu = 0           # Simplification: reclaim runs on CPU 0 (kswapd0)
         freed = swap_mod.reclaim(self, nr_pages)
         self._add_event(Event(0, 0, "reclaim", (nr_pages,), freed, 0,
                               [f"{freed} page(s) reclaimed"]))
@@ -309,6 +387,7 @@ class Machine:
         proc = Process(self, self.next_pid(), root)
         _exec_layout(proc)
         self.processes.append(proc)
+        tlb_mod.place_task(proc)
         self._record(proc, "spawn", (), proc.pid, ["exec-time layout"])
         return proc
 
@@ -389,6 +468,16 @@ def _check_int(value, name):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
 
 
+def _plain(arg):
+    """A step's argument as the timeline logs it: bytes for buffers, a task's id for a
+    task (so that a replay finds the task of the replaying machine)."""
+    if isinstance(arg, (bytearray, memoryview)):
+        return bytes(arg)
+    if isinstance(arg, (Process, Thread)):
+        return arg.tid
+    return arg
+
+
 def _u64(value, name):
     """The syscall ABI's unsigned long: negative ints wrap as they would in C."""
     _check_int(value, name)
@@ -410,10 +499,28 @@ class Process:
         self.files = {}
         self.file_modes = {}
         self.alive = True
+        #: The other threads (the process itself is the main thread); see clone_thread.
+        self.threads = []
+        self.cpu = None             # the CPU this (main) thread runs on (see .tlb)
+        self._acting = None         # the Thread on whose behalf a call runs, if not main
+        tlb_mod.init_new_context(self.mm)
+
+    @property
+    def tid(self):
+        """The main thread's id, which is the pid."""
+        return self.pid
+
+    @property
+    def process(self):
+        return self
+
+    def _task(self):
+        return self._acting if self._acting is not None else self
 
     def _syscall(self, call, args, fn):
         self._check_alive()
         self.machine.current = self
+        tlb_mod.task_enter(self._task(), call)
         try:
             result, outcome = fn()
         except OSError as exc:
@@ -509,6 +616,8 @@ class Process:
     def _access(self, addr, size, write, fn):
         self._check_alive()
         self.machine.current = self
+        tlb_mod.task_enter(self._task())
+        machine = self.machine
         addr &= ULONG_MAX           # a pointer: negative numbers wrap as in C
         pages = range(addr & PAGE_MASK, addr + size, PAGE_SIZE) if size else []
         # Simplification: an access refused on any of its pages changes nothing (the CPU
@@ -520,6 +629,8 @@ class Process:
                 raise SegmentationFault(max(page_addr, addr), SEGV_MAPERR,
                                         "write" if write else "read",
                                         "the address is outside user space")
+            if tlb_mod.tlb_serves(machine, self.mm, page_addr, write):
+                continue          # the TLB translates it, whatever the page table says
             pte = pgtable.get_pte(self.mm, page_addr)
             if not memory._hw_allows(pte, write):
                 try:
@@ -530,7 +641,7 @@ class Process:
                     raise
         for page_addr in pages:
             try:
-                page, _ = memory.access_page(self.mm, page_addr, write)
+                page = tlb_mod.mmu_access(machine, self.mm, page_addr, write)
             except OutOfMemory as exc:
                 raise OSError(12, f"out of memory while faulting {page_addr:#x}: {exc}") from None
             lo = max(addr, page_addr)
@@ -587,6 +698,8 @@ class Process:
         self._check_alive()
         from . import fork as fork_mod
         self.machine.current = self
+        tlb_mod.task_enter(self._task(), "fork")
+
         def new_task():
             child = Process(self.machine, self.machine.next_pid(), self.root)
             child.files = dict(self.files)
@@ -602,13 +715,32 @@ class Process:
             raise syscall_error(ENOMEM, "fork", "out of memory while copying the address "
                                 "space") from None
         self.machine.processes.append(child)
+        tlb_mod.place_task(child)
         self.machine._record(self, "fork", (), child.pid, outcome)
         return child
+
+    @step
+    def clone_thread(self, cpu=None):
+        """clone(CLONE_VM | CLONE_THREAD ...): a new :class:`Thread` sharing this address
+        space, on CPU ``cpu`` (default: the least loaded). It runs at once if that CPU is
+        idle, else as soon as it is used (or scheduled with ``Machine.switch_to``)."""
+        self._check_alive()
+        if cpu is not None:
+            cpu = self.machine._check_cpu(cpu)
+        self.machine.current = self
+        tlb_mod.task_enter(self._task(), "clone")
+        thread = Thread(self, self.machine.next_pid())
+        self.threads.append(thread)
+        tlb_mod.place_task(thread, cpu)
+        self.machine._record(self, "clone_thread", (cpu,), thread.tid,
+                             [f"thread {thread.tid} on CPU {thread.cpu}"])
+        return thread
 
     @step
     def exit(self):
         """exit(2): unmap everything; frames go back when no other process uses them."""
         self._check_alive()
+        tlb_mod.task_enter(self._task(), "exit_group")
         self._teardown("exit", "exited")
 
     @step
@@ -623,6 +755,9 @@ class Process:
         outcome = fork_mod.do_exit(self)
         self.machine.processes.remove(self)
         self.alive = False
+        for thread in self.threads:
+            thread.alive = False
+        self.threads = []
         self.files.clear()
         self.machine._record(self, call, (), 0, [why, outcome])
 
@@ -637,6 +772,139 @@ class Process:
 
     def __trace__(self):
         return f"pid {self.pid}"
+
+
+class Thread:
+    """Another thread of a :class:`Process`: the same address space (``mm``), its own
+    ``tid`` (from ``machine.next_pid()``) and its own CPU. It has the process's syscall and
+    access methods; each runs on this thread's CPU (switching it in there if needed), so
+    its accesses go through that CPU's TLB. ``exit()`` ends this thread only.
+
+    Simplification: the threads of a process share its files; ``pid`` is the process id
+    (the thread group), ``tid`` the thread's own."""
+
+    def __init__(self, process, tid):
+        self.process = process
+        self.machine = process.machine
+        self.tid = tid
+        self.cpu = None
+        self.alive = True
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    @property
+    def mm(self):
+        return self.process.mm
+
+    def _do(self, call, *args, **kwargs):
+        self._check_alive()
+        proc = self.process
+        saved, proc._acting = proc._acting, self
+        try:
+            return getattr(proc, call)(*args, **kwargs)
+        finally:
+            proc._acting = saved
+
+    @step
+    def mmap(self, addr, length, prot, flags, fd=-1, offset=0):
+        """mmap(2) from this thread."""
+        return self._do("mmap", addr, length, prot, flags, fd, offset)
+
+    @step
+    def munmap(self, addr, length):
+        """munmap(2) from this thread."""
+        return self._do("munmap", addr, length)
+
+    @step
+    def mprotect(self, addr, length, prot):
+        """mprotect(2) from this thread."""
+        return self._do("mprotect", addr, length, prot)
+
+    @step
+    def madvise(self, addr, length, advice):
+        """madvise(2) from this thread."""
+        return self._do("madvise", addr, length, advice)
+
+    @step
+    def mremap(self, old_addr, old_size, new_size, flags=0, new_addr=0):
+        """mremap(2) from this thread."""
+        return self._do("mremap", old_addr, old_size, new_size, flags, new_addr)
+
+    @step
+    def brk(self, addr):
+        """brk(2) from this thread."""
+        return self._do("brk", addr)
+
+    @step
+    def write(self, addr, data):
+        """Store ``data`` at ``addr`` from this thread's CPU."""
+        return self._do("write", addr, data)
+
+    @step
+    def read(self, addr, size):
+        """Load ``size`` bytes at ``addr`` from this thread's CPU."""
+        return self._do("read", addr, size)
+
+    @step
+    def touch(self, addr, write=False):
+        """Access one byte from this thread's CPU (see :meth:`Process.touch`)."""
+        return self._do("touch", addr, write)
+
+    @step
+    def open(self, path, flags=0):
+        """open(2) from this thread (the process's file table)."""
+        return self._do("open", path, flags)
+
+    @step
+    def close(self, fd):
+        """close(2) from this thread."""
+        return self._do("close", fd)
+
+    @step
+    def fork(self):
+        """fork(2) from this thread: a new process with a copy of the address space."""
+        return self._do("fork")
+
+    @step
+    def clone_thread(self, cpu=None):
+        """Another thread of the same process (see :meth:`Process.clone_thread`)."""
+        return self._do("clone_thread", cpu)
+
+    @step
+    def exit(self):
+        """exit(2) of this thread alone: its CPU goes idle (lazy TLB); the address space
+        stays with the other threads."""
+        self._check_alive()
+        tlb_mod.task_enter(self, "exit")
+        cpu = tlb_mod.task_running_on(self)
+        if cpu is not None:
+            tlb_mod.context_switch(cpu, None)
+        self.process.threads.remove(self)
+        self.alive = False
+        self.machine._record(self.process, "thread exit", (self.tid,), 0,
+                             [f"thread {self.tid} exited"])
+
+    def proc_maps(self):
+        """/proc/PID/maps of the process."""
+        return self.process.proc_maps()
+
+    def pagemap(self, addr, show_pfn=True):
+        """/proc/PID/pagemap entry of the process for ``addr``."""
+        return self.process.pagemap(addr, show_pfn)
+
+    def _check_alive(self):
+        if not self.alive:
+            raise ProcessLookupError(f"thread {self.tid} has exited")
+        self.process._check_alive()
+
+    def __repr__(self):
+        state = "" if self.alive else ", exited"
+        return f"Thread(tid={self.tid}, pid={self.pid}, cpu={self.cpu}{state})"
+
+    def __trace__(self):
+        return f"tid {self.tid}"
 
 
 def _fd(fd):

@@ -59,7 +59,17 @@ def madvise_do_behavior(proc, start, end, behavior):
     advice walks the VMAs."""
     if behavior in (MADV_POPULATE_READ, MADV_POPULATE_WRITE):
         return madvise_populate(proc, start, end, behavior == MADV_POPULATE_WRITE)
-    return madvise_walk_vmas(proc, start, end, behavior)
+    if behavior not in (MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE):
+        return madvise_walk_vmas(proc, start, end, behavior)
+    # mm/madvise.c: madvise_init_tlb() / madvise_finish_tlb() (6.18): MADV_DONTNEED and
+    # MADV_FREE gather over every VMA of the range and flush once at the end.
+    # Simplification: no CONFIG_PT_RECLAIM (a zap of a whole 2 MiB PTE table frees it).
+    from . import tlb as tlb_mod
+    tlb = tlb_mod.tlb_gather_mmu(proc.mm, "madvise")
+    try:
+        return madvise_walk_vmas(proc, start, end, behavior)
+    finally:
+        tlb_mod.tlb_finish_mmu(tlb)
 
 
 @traced(hide=("proc", "behavior"), result=lambda r: 0)
@@ -189,6 +199,8 @@ def madvise_free(vma, start, end):
     """mm/madvise.c: madvise_free_single_vma(): clean, exclusive anonymous pages become
     lazily freeable (their PTEs lose the dirty bit); reclaim may drop them later."""
     mm = vma.vm_mm
+    from . import tlb as tlb_mod
+    tlb = tlb_mod.current_gather(mm)
     n = 0
     for addr, table, index, pte in list(pgtable.iter_ptes(mm, start, end)):
         if not memory.pte_present(pte):
@@ -196,6 +208,8 @@ def madvise_free(vma, start, end):
         page = memory.vm_normal_page(mm, pte)
         if page is None or page.kind != "anon" or page.mapcount != 1:
             continue
+        if tlb is not None and pte & (_PAGE_ACCESSED | _PAGE_DIRTY):
+            tlb_mod.tlb_flush_pte_range(tlb, addr, PAGE_SIZE)   # tlb_remove_tlb_entries()
         pgtable.set_pte(table, index, pte & ~_PAGE_DIRTY)
         page.dirty = False
         n += 1
@@ -220,24 +234,32 @@ def madvise_cold_or_pageout(vma, start, end, pageout):
     """mm/madvise.c: madvise_cold_or_pageout_pte_range(): pages mapped only here are aged
     (COLD: moved to the cold end of the LRU) or reclaimed at once (PAGEOUT, ignoring their
     accessed bits). Anonymous pages need swap to go; without it they stay."""
-    from . import swap
+    from . import swap, tlb as tlb_mod
     mm = vma.vm_mm
     machine = mm.machine
-    pages = []
-    for addr, table, index, pte in list(pgtable.iter_ptes(mm, start, end)):
-        if not memory.pte_present(pte):
-            continue
-        page = memory.vm_normal_page(mm, pte)
-        if page is None or page.mapcount != 1 or page.kind not in ("anon", "file"):
-            continue
-        pgtable.set_pte(table, index, pte & ~_PAGE_ACCESSED)
-        pages.append(page)
-    if not pageout:
-        for page in pages:
-            page.lru = min(page.lru, 1)
-        return f"{len(pages)} page(s) moved to the cold end of the LRU"
-    freed = swap.reclaim_pages(machine, pages)
-    return f"{freed} of {len(pages)} page(s) paged out"
+    # mm/madvise.c: madvise_cold() / madvise_pageout() (6.18): one mmu_gather per VMA; COLD
+    # flushes the PTEs whose accessed bit it cleared (tlb_remove_tlb_entries()).
+    tlb = tlb_mod.tlb_gather_mmu(mm, "madvise")
+    try:
+        pages = []
+        for addr, table, index, pte in list(pgtable.iter_ptes(mm, start, end)):
+            if not memory.pte_present(pte):
+                continue
+            page = memory.vm_normal_page(mm, pte)
+            if page is None or page.mapcount != 1 or page.kind not in ("anon", "file"):
+                continue
+            if not pageout and pte & _PAGE_ACCESSED:
+                tlb_mod.tlb_flush_pte_range(tlb, addr, PAGE_SIZE)
+            pgtable.set_pte(table, index, pte & ~_PAGE_ACCESSED)
+            pages.append(page)
+        if not pageout:
+            for page in pages:
+                page.lru = min(page.lru, 1)
+            return f"{len(pages)} page(s) moved to the cold end of the LRU"
+        freed = swap.reclaim_pages(machine, pages)
+        return f"{freed} of {len(pages)} page(s) paged out"
+    finally:
+        tlb_mod.tlb_finish_mmu(tlb)
 
 
 @traced(hide=("proc", "write"), result=lambda r: 0)

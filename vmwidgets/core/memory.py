@@ -595,6 +595,11 @@ def wp_page_copy(vma, address, pte, old):
     entry = mk_pte(new, vm_get_page_prot(vma.vm_flags)) | _PAGE_DIRTY | _PAGE_ACCESSED
     if vma.vm_flags & VM_WRITE:
         entry |= _PAGE_RW
+    # mm/memory.c: wp_page_copy() (6.18): clear and flush the old PTE first
+    # (ptep_clear_flush), so that no TLB keeps the old page while the new one is mapped.
+    from . import tlb as tlb_mod
+    table = pgtable.lookup_pte_table(mm, address)
+    tlb_mod.ptep_clear_flush(vma, address, table, pgtable.table_index(address, 3), "COW")
     pgtable.set_pte_at(mm, address, entry)
     mm.rss["anon"] += 1
     if old is not None:
@@ -628,8 +633,9 @@ def unmap_single_vma(vma, start, end):
 
 
 # mm/memory.c: unmap_page_range() (6.18). Simplification: zap_p4d_range / zap_pud_range /
-# zap_pmd_range are not shown; each PTE table is one zap_pte_range() call, and pages are freed
-# at once rather than batched in the mmu_gather until tlb_finish_mmu().
+# zap_pmd_range are not shown; each PTE table is one zap_pte_range() call. The page
+# references are batched in the mmu_gather (tlb.MmuGather) and dropped after its flush; a
+# dirty file page does not force an early flush (the kernel's delay_rmap force_flush).
 @traced(result=lambda n: None)
 def unmap_page_range(vma, start, end):
     """Clear the PTEs of ``[start, end)`` PTE table by PTE table. Returns the number cleared."""
@@ -651,7 +657,11 @@ def zap_pte_range(vma, start, end, ptes):
     mapping and reference (zap_present_ptes), a swap slot's reference (zap_nonpresent_ptes).
     Returns the number of PTEs cleared."""
     mm = vma.vm_mm
-    phys = mm.machine.phys
+    from . import tlb as tlb_mod
+    tlb = tlb_mod.current_gather(mm)
+    own = tlb is None
+    if own:
+        tlb = tlb_mod.tlb_gather_mmu(mm, "munmap")
     cleared = 0
     for addr, table, index, pte in ptes:
         pgtable.set_pte(table, index, 0)
@@ -661,6 +671,7 @@ def zap_pte_range(vma, start, end, ptes):
             swap.free_swap_and_cache(mm.machine, pte)
             mm.rss["swap"] -= 1
             continue
+        tlb_mod.tlb_remove_tlb_entry(tlb, addr)
         page = vm_normal_page(mm, pte)
         if page is None:
             continue
@@ -668,7 +679,9 @@ def zap_pte_range(vma, start, end, ptes):
             page.dirty = True
         mm.rss["anon" if page.kind == "anon" else "file"] -= 1
         rmap.folio_remove_rmap_pte(page)
-        phys.put_page(page)
+        tlb_mod.tlb_remove_page(tlb, page)      # the reference goes after the flush
+    if own:
+        tlb_mod.tlb_finish_mmu(tlb)
     return cleared
 
 
@@ -704,6 +717,8 @@ def change_protection(vma, start, end, try_writable):
 def change_pte_range(vma, start, end, ptes, try_writable):
     """mm/mprotect.c: change_pte_range(): the PTEs of one table."""
     mm = vma.vm_mm
+    from . import tlb as tlb_mod
+    tlb = tlb_mod.current_gather(mm)
     prot = vm_get_page_prot(vma.vm_flags)
     changed = 0
     for addr, table, index, pte in ptes:
@@ -718,6 +733,8 @@ def change_pte_range(vma, start, end, ptes, try_writable):
         if new != pte:
             pgtable.set_pte(table, index, new)
             changed += 1
+            if tlb is not None and tlb_mod.pte_needs_flush(pte, new):
+                tlb_mod.tlb_flush_pte_range(tlb, addr, PAGE_SIZE)
     return changed
 
 

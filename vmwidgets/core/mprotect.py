@@ -49,30 +49,37 @@ def do_mprotect_pkey(proc, start, length, prot):
     prev = mm.vma_prev(vma)
     if start > vma.vm_start:
         prev = vma
-    outcomes = []
-    nstart = start
-    tmp = vma.vm_start
-    while True:
-        vma = mm.find_vma(nstart)
-        if vma is None or vma.vm_start >= end:
-            break
-        if vma.vm_start != tmp:
-            raise fail(ENOMEM, f"hole at {tmp:#x}-{vma.vm_start:#x}; the VMAs before it were "
-                               "already changed")
-        newflags = calc_vm_prot_bits(prot) | (vma.vm_flags & ~VM_ACCESS_FLAGS)
-        if (newflags & ~(newflags >> 4)) & VM_ACCESS_FLAGS:
-            raise fail(EACCES, (f"the VMA at {vma.vm_start:#x} may not get that protection "
-                                "(its VM_MAY* bits forbid it, e.g. a read-only shared file)"))
-        vma, outcome = mprotect_fixup(mm, vma, prev, nstart, min(vma.vm_end, end), newflags)
-        outcomes.append(outcome)
-        prev = vma
-        tmp = nstart = vma.vm_end
-        if nstart >= end:
-            break
-    if tmp < end:
-        raise fail(ENOMEM, f"hole at {tmp:#x}: the range is not fully mapped; the VMAs before "
-                           "it were already changed")
-    return outcomes
+    # mm/mprotect.c: do_mprotect_pkey() (6.18): one mmu_gather for the whole call; the
+    # PTEs whose change needs it (x86 pte_needs_flush()) are flushed at tlb_finish_mmu().
+    from . import tlb as tlb_mod
+    tlb = tlb_mod.tlb_gather_mmu(mm, "mprotect")
+    try:
+        outcomes = []
+        nstart = start
+        tmp = vma.vm_start
+        while True:
+            vma = mm.find_vma(nstart)
+            if vma is None or vma.vm_start >= end:
+                break
+            if vma.vm_start != tmp:
+                raise fail(ENOMEM, f"hole at {tmp:#x}-{vma.vm_start:#x}; the VMAs before it were "
+                                   "already changed")
+            newflags = calc_vm_prot_bits(prot) | (vma.vm_flags & ~VM_ACCESS_FLAGS)
+            if (newflags & ~(newflags >> 4)) & VM_ACCESS_FLAGS:
+                raise fail(EACCES, (f"the VMA at {vma.vm_start:#x} may not get that protection "
+                                    "(its VM_MAY* bits forbid it, e.g. a read-only shared file)"))
+            vma, outcome = mprotect_fixup(mm, vma, prev, nstart, min(vma.vm_end, end), newflags)
+            outcomes.append(outcome)
+            prev = vma
+            tmp = nstart = vma.vm_end
+            if nstart >= end:
+                break
+        if tmp < end:
+            raise fail(ENOMEM, f"hole at {tmp:#x}: the range is not fully mapped; the VMAs before "
+                               "it were already changed")
+        return outcomes
+    finally:
+        tlb_mod.tlb_finish_mmu(tlb)
 
 
 @traced(hide=("mm", "prev"), result=lambda r: 0)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from . import pgtable, vma as vma_mod
 from .errors import EFAULT, EINVAL, ENOMEM, syscall_error
 from .flags import (MAP_FIXED, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE,
-                    PAGE_SHIFT, TASK_SIZE, ULONG_MAX, VM_ACCOUNT, VM_DONTEXPAND,
+                    PAGE_SHIFT, PMD_SHIFT, TASK_SIZE, ULONG_MAX, VM_ACCOUNT, VM_DONTEXPAND,
                     VM_LOCKED, VM_LOCKONFAULT, VM_MAYSHARE, VM_PFNMAP, VM_SHARED,
                     offset_in_page, page_align)
 from .mmap import get_unmapped_area, vm_enough_memory
@@ -321,16 +321,34 @@ def copy_vma(mm, vma, addr, length, pgoff):
 # move_pgt_entry() of whole PMD tables); the move_ptes() level is not shown.
 @traced(hide=("mm",))
 def move_page_tables(mm, old_addr, new_addr, length):
-    """mm/mremap.c: move_page_tables(): move every PTE; pages and their rmap stay as they are."""
+    """mm/mremap.c: move_page_tables(): move every PTE; pages and their rmap stay as they are.
+
+    The move goes in extents that end at a 2 MiB boundary of the old or the new address
+    (get_extent()); move_ptes() flushes an extent's old range (flush_tlb_range) when it
+    moved a present PTE. Simplification: whole PMDs are never moved (move_normal_pmd)."""
+    from . import tlb as tlb_mod
+    pmd = 1 << PMD_SHIFT
+    delta = new_addr - old_addr
+    end = old_addr + length
     moved = 0
-    for addr, _t, _i, _pte in list(pgtable.iter_ptes(mm, old_addr, old_addr + length)):
-        dst = new_addr + (addr - old_addr)
+    extent, present = None, False
+    for addr, _t, _i, _pte in list(pgtable.iter_ptes(mm, old_addr, end)):
+        lo1, lo2 = addr & ~(pmd - 1), ((addr + delta) & ~(pmd - 1)) - delta
+        here = (max(lo1, lo2, old_addr), min(lo1 + pmd, lo2 + pmd, end))
+        if here != extent:
+            if present:
+                tlb_mod.flush_tlb_mm_range(mm, extent[0], extent[1], PAGE_SHIFT, False, "mremap")
+            extent, present = here, False
+        dst = addr + delta
         pgtable.lookup_pte_table(mm, dst, alloc=True)   # may reclaim: read the PTE after
         table = pgtable.lookup_pte_table(mm, addr)
         pte = pgtable.set_pte(table, pgtable.table_index(addr, 3), 0) if table else None
         if pte:
             pgtable.set_pte_at(mm, dst, pte)
             moved += 1
+            present = present or pgtable.pte_present(pte)
+    if present:
+        tlb_mod.flush_tlb_mm_range(mm, extent[0], extent[1], PAGE_SHIFT, False, "mremap")
     return moved
 
 

@@ -242,6 +242,18 @@ def free_pgd_range(mm, start, end, floor, ceiling):
     Returns the number of table pages freed.
     """
     top = ceiling or (1 << 48)
+    tlb = getattr(mm, "tlb_gather", None)
+    if tlb is not None:
+        # include/asm-generic/tlb.h: p4d_free_tlb() with the p4d folded into the pgd: for
+        # each 512 GiB slot inside [floor, ceiling) the range grows at the slot's base,
+        # whether or not a PUD table is there (see tlb.p4d_free_tlb).
+        slot = 1 << SHIFTS[0]
+        base = start & ~(slot - 1)
+        while base < end:
+            if base >= floor and base + slot <= top:
+                from .tlb import p4d_free_tlb
+                p4d_free_tlb(tlb, base)
+            base += slot
     return _free(mm, mm.pgd, start, end, floor, top)
 
 
@@ -260,7 +272,12 @@ def _free(mm, table, start, end, floor, ceiling):
         if lo >= floor and hi <= ceiling:
             assert not child.entries, f"freeing a non-empty {child}"
             del table.entries[i]
-            phys.free_page(child.page)
+            tlb = getattr(mm, "tlb_gather", None)
+            if tlb is not None:         # freed after the TLB flush (pte_free_tlb ...)
+                from .tlb import free_table_tlb
+                free_table_tlb(tlb, child)
+            else:
+                phys.free_page(child.page)
             freed += 1
     return freed
 

@@ -142,6 +142,15 @@ def try_to_unmap_one(page, vma, address, slot):
     pte = table.entries[index]
     if pte & _PAGE_DIRTY:
         page.dirty = True
+    # mm/rmap.c: try_to_unmap_one() (6.18): reclaim (TTU_BATCH_FLUSH) defers the flush when
+    # another CPU may hold the mm (set_tlb_ubc_flush_pending(), flushed by
+    # try_to_unmap_flush() before the page is freed); otherwise ptep_clear_flush().
+    from . import tlb as tlb_mod
+    if tlb_mod.should_defer_flush(mm):
+        pgtable.set_pte(table, index, 0)
+        tlb_mod.set_tlb_ubc_flush_pending(mm)
+    else:
+        tlb_mod.ptep_clear_flush(vma, address, table, index, "reclaim")
     if slot is not None:
         pgtable.set_pte(table, index, mk_swap_pte(slot.offset, page.anon_exclusive))
         slot.count += 1
@@ -219,14 +228,23 @@ def shrink_page(machine, page):
                 return False            # swap is full: anonymous memory cannot go
         try_to_unmap(machine, page, slot)
         pageout(machine, page, slot)
+        try_to_unmap_flush(machine)
         remove_mapping(machine, page)   # drop the swap cache's reference: freed
         return True
     # A page-cache page: unmap, write back if dirty, then drop it from the cache.
     try_to_unmap(machine, page, None)
     if page.dirty and not page.mapping.host.shmem:
         pageout(machine, page)
+    try_to_unmap_flush(machine)
     remove_mapping(machine, page)
     return True
+
+
+def try_to_unmap_flush(machine):
+    """mm/rmap.c: try_to_unmap_flush(): the batched TLB flush, before the page is freed.
+    Simplification: once per page (the kernel batches a whole shrink_folio_list() call)."""
+    from . import tlb as tlb_mod
+    tlb_mod.try_to_unmap_flush(machine)
 
 
 # mm/vmscan.c: shrink_folio_list() (6.18). Simplification: one LRU with a second chance

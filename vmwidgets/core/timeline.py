@@ -72,6 +72,7 @@ class StepRecord:
     events: list = field(default_factory=list)
     trace: object = None
     cost: float = 0.0           # seconds the step took to run
+    tlb_flushes: list = field(default_factory=list)   # the step's tlb_flush records (.tlb)
 
     def function_graph(self, cpu=0):
         """The call tree in ftrace's function_graph format (empty if tracing was off)."""

@@ -154,6 +154,67 @@ def validate_pages(machine, problems):
                         f"!= {phys.nr_pages}")
 
 
+def validate_tlb(machine, problems):
+    """No TLB entry a CPU may still use disagrees with the page tables.
+
+    An ASID slot whose ``tlb_gen`` is current for its (live) mm will be used without a
+    flush, so each entry of its PCID must map the PFN the PTE maps, the PTE must be present,
+    and the entry may not be more permissive (writable when the PTE is not) nor dirty when
+    the PTE is clean. x86 allows the rest: a less permissive entry (the CPU faults, finds
+    the PTE fine and refills it: a spurious fault), an accessed bit cleared without a flush,
+    and any entry of a slot whose ``tlb_gen`` is behind (that CPU flushes before using it).
+    Also: each CPU's loaded mm has the CPU in its mm_cpumask, and a running task's mm is
+    loaded (not lazily)."""
+    from . import tlb as tlb_mod
+    from .flags import _PAGE_DIRTY, _PAGE_PRESENT
+    from .page_alloc import ZERO_PFN
+    live = {p.mm.context.ctx_id: p.mm for p in machine.processes}
+    for cpu in machine.cpus:
+        name = f"CPU {cpu.number}"
+        if cpu.current is not None:
+            if cpu.current.mm is not cpu.loaded_mm or cpu.is_lazy:
+                problems.append(f"{name} runs tid {cpu.current.tid} but its mm is not loaded")
+        if not isinstance(cpu.loaded_mm, tlb_mod.InitMm) and cpu.loaded_mm.owner.alive \
+                and cpu.number not in cpu.loaded_mm.cpumask:
+            problems.append(f"{name} has the mm of pid {cpu.loaded_mm.owner.pid} loaded but is "
+                            "not in its mm_cpumask")
+        current = {}
+        for asid, (ctx_id, gen) in enumerate(cpu.ctxs):
+            mm = live.get(ctx_id)
+            if mm is not None and gen >= mm.context.tlb_gen:
+                current[cpu.pcid(asid)] = (asid, mm)
+        for entry in cpu.tlb:
+            if entry.pcid == tlb_mod.GLOBAL:
+                if entry.address != tlb_mod.ENTRY_TEXT or entry.pfn != tlb_mod.ENTRY_TEXT_PFN:
+                    problems.append(f"{name}: global TLB entry {entry!r} is not the kernel's")
+                continue
+            if entry.pcid not in current:
+                continue
+            asid, mm = current[entry.pcid]
+            pte = pgtable.get_pte(mm, entry.address)
+            why = None
+            if not pte & _PAGE_PRESENT:
+                why = "the PTE is not present" if not pte else "the PTE is not present any more"
+            elif pgtable.pte_pfn(pte) != entry.pfn:
+                why = f"the PTE maps pfn {pgtable.pte_pfn(pte):#x}"
+            elif entry.writable and not pte & _PAGE_RW:
+                why = "the entry is writable but the PTE is read-only"
+            elif entry.dirty and not pte & _PAGE_DIRTY:
+                why = "the entry is dirty but the PTE is clean"
+            if why is None:
+                continue
+            frame = machine.phys.pages[entry.pfn]
+            what = ("a free frame" if frame.kind == "free" else
+                    "the zero page" if entry.pfn == ZERO_PFN else
+                    f"an {frame.kind} frame" if frame.kind[0] in "aeiou" else
+                    f"a {frame.kind} frame")
+            problems.append(
+                f"{name}: stale TLB entry: {entry.address:#x} (PCID {entry.pcid}, pid "
+                f"{mm.owner.pid}) -> pfn {entry.pfn:#x}, now {what}, but {why}; ASID slot "
+                f"{asid} is up to date (tlb_gen {mm.context.tlb_gen}), so an access on "
+                f"{name} would use it (a missing TLB flush)")
+
+
 def validate(machine):
     """Check every invariant of ``machine``; raise :class:`ValidationError` if any fails."""
     problems = []
@@ -161,6 +222,7 @@ def validate(machine):
         validate_mm(proc.mm, problems)
     validate_anon_vmas(machine, problems)
     validate_pages(machine, problems)
+    validate_tlb(machine, problems)
     if problems:
         raise ValidationError("\n".join(["model state is inconsistent:"]
                                         + [f"  - {p}" for p in problems]

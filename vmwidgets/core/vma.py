@@ -358,12 +358,16 @@ def vms_clear_ptes(vms):
     if not vms.clear_ptes:
         return
     mm, start, end = vms.mm, vms.start, vms.end
+    from . import tlb as tlb_mod
+    cause = mm.machine.syscall_name
+    tlb = tlb_mod.tlb_gather_mmu(mm, cause if cause in tlb_mod.CAUSES else "munmap")
     memory.unmap_vmas(mm, vms.vmas, start, end)
     prev = mm.find_vma_prev(start)[1]
     nxt = mm.find_vma(start)
     floor = prev.vm_end if prev is not None else 0
     ceiling = nxt.vm_start if nxt is not None else 0
     free_pgtables(mm, vms.vmas, start, end, floor, ceiling)
+    tlb_mod.tlb_finish_mmu(tlb)
     vms.clear_ptes = False
 
 
