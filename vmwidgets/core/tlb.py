@@ -407,8 +407,8 @@ def enter_lazy_tlb(cpu):
         note(f"CPU {cpu.number}: lazy TLB, {_mm_name(cpu.loaded_mm)} stays loaded")
 
 
-@traced(hide=("cpu", "task"), result=lambda r: None)
-def switch_mm_irqs_off(cpu, next_mm, task=None):
+@traced(hide=("cpu", "task", "cause"), result=lambda r: None)
+def switch_mm_irqs_off(cpu, next_mm, task=None, cause="context switch"):
     """arch/x86/mm/tlb.c: switch_mm_irqs_off() (6.18): load ``next_mm`` on ``cpu``.
 
     The same mm again: nothing to do, unless the CPU was lazy and the mm's ``tlb_gen``
@@ -441,13 +441,12 @@ def switch_mm_irqs_off(cpu, next_mm, task=None):
         if trace._active is not None:
             note(f"CPU {cpu.number}: CR3 <- {_mm_name(next_mm)}, PCID {cpu.pcid(asid)} "
                  f"flushed ({gone} entr{'y' if gone == 1 else 'ies'})")
-        _tlb_flush(machine, cpu, "TLB_FLUSH_ON_TASK_SWITCH", TLB_FLUSH_ALL, "context switch",
-                   next_mm)
+        _tlb_flush(machine, cpu, "TLB_FLUSH_ON_TASK_SWITCH", TLB_FLUSH_ALL, cause, next_mm)
     else:
         if trace._active is not None:
             note(f"CPU {cpu.number}: CR3 <- {_mm_name(next_mm)}, PCID {cpu.pcid(asid)} "
                  "kept (NOFLUSH)")
-        _tlb_flush(machine, cpu, "TLB_FLUSH_ON_TASK_SWITCH", 0, "context switch", next_mm)
+        _tlb_flush(machine, cpu, "TLB_FLUSH_ON_TASK_SWITCH", 0, cause, next_mm)
     cpu.loaded_mm = next_mm
     cpu.loaded_mm_asid = asid
 
@@ -598,7 +597,7 @@ def flush_tlb_func(cpu, info):
     if isinstance(loaded, InitMm):
         return
     if cpu.is_lazy:
-        switch_mm_irqs_off(cpu, machine.init_mm, None)
+        switch_mm_irqs_off(cpu, machine.init_mm, None, info.cause)
         return
     asid = cpu.loaded_mm_asid
     local_gen = cpu.ctxs[asid][1]
