@@ -330,6 +330,40 @@ class Child:
         ret = syscall(SYS_MMAP, addr, length, prot, flags, -1, 0)
         return [bytes(view[:n]).decode(), ret]
 
+    # ---- a second thread that keeps another CPU busy in this address space ----
+
+    #: x86-64: ``1: pause; cmp byte [rdi], 0; je 1b; ret``: spin in user space (no
+    #: syscalls, no faults, no GIL) until the byte at the argument becomes non-zero.
+    SPIN_CODE = bytes.fromhex("f390803f0074f9c3")
+
+    def op_spin_thread(self, cpu):
+        """Start a thread pinned to ``cpu`` that spins in user space until stop_spin: the
+        CPU keeps this address space loaded, not lazily. Returns the thread's tid."""
+        import threading
+        code = syscall(SYS_MMAP, 0, PAGE_SIZE, 3, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        ctypes.memmove(code, self.SPIN_CODE, len(self.SPIN_CODE))
+        syscall(SYS_MPROTECT, code, PAGE_SIZE, 5)       # PROT_READ | PROT_EXEC
+        self.spin_flag = ctypes.c_ubyte(0)
+        spin = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(code)
+        started = threading.Event()
+        box = []
+
+        def run():
+            os.sched_setaffinity(0, {cpu})
+            box.append(threading.get_native_id())
+            started.set()
+            spin(ctypes.addressof(self.spin_flag))     # ctypes lets the GIL go meanwhile
+
+        self.spin_thread = threading.Thread(target=run, daemon=True)
+        self.spin_thread.start()
+        started.wait()
+        return box[0]
+
+    def op_stop_spin(self):
+        self.spin_flag.value = 1
+        self.spin_thread.join()
+        return 0
+
     # ---- introspection ----
 
     def op_maps(self, lo, hi):

@@ -677,6 +677,18 @@ class LiveProcess:
         text, ret = self._call("mmap_probe", addr, length, prot, flags)
         return text, ret
 
+    # ---- a second thread ----
+
+    def spin_thread(self, cpu):
+        """Start a second thread in the child, pinned to ``cpu``, spinning in user space
+        (no syscalls, no faults) until :meth:`stop_spin`: that CPU keeps the child's
+        address space loaded, so TLB shootdowns reach it. Returns the thread's tid."""
+        return self._call("spin_thread", cpu)
+
+    def stop_spin(self):
+        """End the thread of :meth:`spin_thread`."""
+        return self._call("stop_spin")
+
     # ---- introspection ----
 
     def maps(self, lo=None, hi=None):
