@@ -15,7 +15,7 @@ carry their Linux x86-64 values.
 """
 
 from .core import flags as _flags
-from .core import (AnonVma, BusError, ProcessKilled, AnonVmaChain, Event, Machine, MmStruct, OutOfMemory, Page, Process,
+from .core import (AnonVma, BusError, ProcessKilled, AnonVmaChain, Event, Machine, MmStruct, OutOfMemory, Page, Process, Thread,
                    SegmentationFault, SyscallError, ValidationError, VmAreaStruct, for_each_vma,
                    rmap_walk, validate)
 from .procfs import PagemapEntry
@@ -28,6 +28,6 @@ _PREFIXES = ("PROT_", "MAP_", "MADV_", "MREMAP_", "VM_", "KPF_", "PM_", "SEGV_",
 globals().update({k: v for k, v in vars(_flags).items() if k.startswith(_PREFIXES)})
 
 __all__ = ["BusError", "ProcessKilled", "AnonVma", "AnonVmaChain", "Event", "Machine", "MmStruct", "OutOfMemory", "Page",
-           "PagemapEntry", "Process", "SegmentationFault", "SyscallError", "ValidationError",
+           "PagemapEntry", "Process", "SegmentationFault", "SyscallError", "Thread", "ValidationError",
            "VmAreaStruct", "exercise", "for_each_vma", "rmap_walk", "scenarios", "validate"] + sorted(
     k for k in vars(_flags) if k.startswith(_PREFIXES))
