@@ -255,7 +255,7 @@ class Cpu:
     def __repr__(self):
         what = "idle" if self.current is None else f"tid {self.current.tid}"
         lazy = ", lazy" if self.is_lazy else ""
-        return f"Cpu({self.number}, {what}, loaded={self.loaded_mm!r}{lazy})"
+        return f"Cpu({self.number}, {what}, loaded={_mm_name(self.loaded_mm)}{lazy})"
 
 
 @dataclass
