@@ -286,6 +286,7 @@ class TlbFlush:
 def setup(machine, cpus, tlb_entries, tlb_policy, pcid, seed):
     """Give ``machine`` its CPUs (called by ``Machine.__init__``)."""
     check_config(cpus, tlb_entries, tlb_policy, pcid, seed)
+    machine.seed = seed                # kept so that the machine can be described again
     machine.rng = random.Random(seed)
     machine.pcid = pcid
     machine.jiffies = 0
