@@ -112,6 +112,11 @@ def _scenario(parser, args, out):
         for outcome in run:
             print(f"\n{outcome}" + (f"   # {outcome.step.note}" if outcome.step.note else ""),
                   file=out)
+            m = run.machine
+            if len(m.cpus) > 1:
+                for flush in m.tlb_log:
+                    if flush.step == m.nr_steps - 1:
+                        print(f"  tlb_flush: {flush}", file=out)
             shown = [outcome.target] if outcome.step.proc is not None else []
             if outcome.step.bind in run.procs:
                 shown.append(run.procs[outcome.step.bind])

@@ -341,6 +341,34 @@ def test_export_replays_a_machine_exactly():
     vw.validate(m2)
 
 
+def test_export_replays_cpus_threads_and_tlbs():
+    from vmwidgets.core.tlb import tlb_state
+    m = vw.Machine(ram="32M", cpus=3, tlb_entries=4, tlb_policy="random", seed=5)
+    p = m.spawn()
+    a = p.mmap(0, 8 * P, RW, ANON)
+    t = p.clone_thread(cpu=1)
+    for i in range(8):
+        (p if i % 2 else t).write(a + i * P, bytes([i]))
+    m.switch_to(1, None)                 # CPU 1 goes idle: lazy TLB
+    m.switch_to(2, t)                    # t moves to CPU 2
+    c = p.fork()
+    t.munmap(a, 2 * P)
+    t.exit()
+    m.advance_time(1500)
+    c.write(a + 3 * P, b"c")
+    sc = vw.scenarios.from_machine(m)
+    assert sc.machine == {"ram": "32M", "cpus": 3, "tlb_entries": 4, "tlb_policy": "random",
+                          "seed": 5}
+    assert [str(s) for s in sc.ops if s.call == "switch_to"] == ["switch_to(1, null)",
+                                                                 "switch_to(2, t)"]
+    m2, procs = Scenario.from_json(sc.to_json()).run()
+    assert tlb_state(m2) == tlb_state(m)
+    assert _state(m2, a) == _state(m, a)
+    assert _results(m2) == _results(m)
+    assert [str(f) for f in m2.tlb_log] == [str(f) for f in m.tlb_log]
+    assert not procs["t"].alive and procs["child"].read(a + 3 * P, 1) == b"c"
+
+
 def test_export_needs_a_history():
     m = vw.Machine(history=False)
     m.spawn()

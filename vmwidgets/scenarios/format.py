@@ -310,16 +310,21 @@ def _printable(data):
 
 
 class ProcName:
-    """A process (or thread), by the name a spawn/fork/clone op bound."""
+    """A process or thread, by the name a spawn/fork/clone op bound (``None`` and a
+    plain task id pass through: ``switch_to(cpu, None)`` idles a CPU)."""
 
     def decode(self, raw, env, what):
         if isinstance(raw, dict) and set(raw) == {"proc"}:
             raw = raw["proc"]
+        if raw is None or (isinstance(raw, int) and not isinstance(raw, bool)):
+            return raw
         return env.proc(raw, what)
 
     def encode(self, value, names):
         if _is_task(value):
-            return names[value.pid]
+            return names[_tid(value)]
+        if isinstance(value, int) and not isinstance(value, bool) and value in names:
+            return names[value]          # the timeline logs a task as its id
         return _generic_encode(value, names)
 
     def show(self, raw):
@@ -344,8 +349,8 @@ class Plain:
 
 
 def _generic_encode(value, names):
-    if hasattr(value, "pid") and hasattr(value, "mm"):
-        return {"proc": names[value.pid]}
+    if _is_task(value):
+        return {"proc": names[_tid(value)]}
     if isinstance(value, (bytes, bytearray)):
         return {"hex": bytes(value).hex()}
     if isinstance(value, (list, tuple)):
@@ -501,8 +506,9 @@ class StepOutcome:
         text = f"[{self.index}] {self.step}"
         if self.error is None and self.result is not None:
             shown = self.result
-            if hasattr(shown, "pid"):
-                shown = f"pid {shown.pid}"
+            if _is_task(shown):
+                shown = (f"pid {shown.pid}" if _tid(shown) == shown.pid else
+                         f"tid {_tid(shown)}")
             elif isinstance(shown, int) and not isinstance(shown, bool):
                 shown = f"{shown:#x}" if shown > 9 else str(shown)
             elif isinstance(shown, bytes):
@@ -739,13 +745,18 @@ def _size_text(nbytes):
 
 
 def machine_params(machine):
-    """The :class:`~vmwidgets.Machine` arguments that rebuild ``machine`` as it was created."""
+    """The :class:`~vmwidgets.Machine` arguments that rebuild ``machine`` as it was created
+    (those that differ from the defaults, and ``ram``)."""
     from ..core.flags import PAGE_SHIFT
     params = {"ram": _size_text(machine.phys.nr_pages << PAGE_SHIFT)}
     if machine.swap_pages:
         params["swap"] = _size_text(machine.swap_pages << PAGE_SHIFT)
-    if machine.read_ahead_kb != 128:
-        params["read_ahead_kb"] = machine.read_ahead_kb
+    cpu0 = machine.cpus[0]
+    given = {"read_ahead_kb": machine.read_ahead_kb, "cpus": len(machine.cpus),
+             "tlb_entries": cpu0.tlb.size, "tlb_policy": cpu0.tlb.policy,
+             "pcid": machine.pcid, "seed": getattr(machine, "seed", 0)}
+    defaults = inspect.signature(Machine).parameters
+    params.update((k, v) for k, v in given.items() if v != defaults[k].default)
     return params
 
 
@@ -753,12 +764,17 @@ def _is_task(value):
     return hasattr(value, "pid") and hasattr(value, "mm")
 
 
+def _tid(task):
+    """The id the timeline logs for a task: a thread's tid, a process's pid."""
+    return getattr(task, "tid", task.pid)
+
+
 def from_ops(ops, machine=None, *, name="replay", title="", description=""):
     """A scenario that makes exactly the calls ``ops`` (a machine's ``timeline.ops``).
 
     The ops run once on a fresh machine built with ``machine`` (a dict of Machine
     arguments): processes get names (``p``, ``p2`` ... for spawns, ``child``, ``child2`` ...
-    for forks, ``t1`` ... for other tasks), calls that failed get their ``expect``, and
+    for forks, ``t``, ``t2`` ... for threads), calls that failed get their ``expect``, and
     non-zero numbers and bytes returned are kept as ``returns``, so that running the
     scenario checks it replays exactly.
     """
@@ -769,8 +785,7 @@ def from_ops(ops, machine=None, *, name="replay", title="", description=""):
     def new_name(call):
         stem = "p" if call == "spawn" else "child" if call == "fork" else "t"
         counts[stem] = counts.get(stem, 0) + 1
-        n = counts[stem]
-        return stem + ("" if n == 1 and stem != "t" else str(n))
+        return stem + ("" if counts[stem] == 1 else str(counts[stem]))
 
     for index, op in enumerate(ops):
         target = m if op.target == 0 else m.task(op.target)
@@ -790,7 +805,7 @@ def from_ops(ops, machine=None, *, name="replay", title="", description=""):
                                     f"{type(exc).__name__}: {exc}") from exc
         else:
             if _is_task(result):
-                names[result.pid] = step.bind = new_name(op.call)
+                names[_tid(result)] = step.bind = new_name(op.call)
             elif isinstance(result, (bytes, bytearray)):
                 step.returns = Data().encode(result, names)
             elif isinstance(result, int) and not isinstance(result, bool) and result:

@@ -319,6 +319,46 @@ _define("reclaim-rmap-swap", "Reclaim unmaps a shared page from every process th
     _read("p", 0, 4, returns="zero"),
 ], machine={"ram": "64M", "swap": "1M"})
 
+# -- CPUs and TLBs ---------------------------------------------------------------------------------------
+
+_define("tlb-shootdown", "munmap flushes the TLB of every CPU that runs the address space", """
+    p runs on CPU 0 of two. It writes page 8 and unmaps it: only CPU 0 has ever loaded
+    p's address space, so the flush is local (TLB_LOCAL_MM_SHOOTDOWN, one page) and no
+    IPI is sent. Then a thread t of p on CPU 1 reads page 0, so CPU 1's TLB caches that
+    translation. munmap of page 0 from CPU 0 must remove it there too: flush_tlb_mm_range()
+    sends an IPI (TLB_REMOTE_SEND_IPI) and CPU 1 flushes the page (TLB_REMOTE_SHOOTDOWN)
+    before the frame is freed. t's next read faults (SIGSEGV) instead of reading a freed
+    frame, and no TLB holds a stale entry.""", [
+    _spawn(),
+    _mmap("p", 0, 4, "rw"),
+    _mmap("p", 8, 1, "rw"),
+    _write("p", 8, "solo"),
+    _munmap("p", 8, 1, note="only CPU 0 has this mm: a local flush, no IPI"),
+    _write("p", 0, "shared"),
+    {"call": "clone_thread", "proc": "p", "cpu": 1, "as": "t"},
+    _read("t", 0, 6, returns="shared", note="CPU 1 caches the translation"),
+    _munmap("p", 0, 4, note="IPI: CPU 1 flushes the page too"),
+    _read("t", 0, 1, expect="SEGV_MAPERR", note="no stale translation left on CPU 1"),
+], machine={"cpus": 2})
+
+_define("tlb-shootdown-skipped", "A forgotten TLB flush lets a thread read someone else's page", """
+    The same two CPUs, but the munmap's TLB flush is skipped (inject_skip_flush, a kernel
+    bug made on purpose). The page table no longer maps page 0 and its frame is freed, yet
+    CPU 1's TLB still translates page 0 to that frame. p's next new page reuses the frame
+    (the free list is last-in, first-out) and p writes "secret" into it: t, reading its
+    unmapped page 0 through the stale entry, gets "secret". vw.validate() reports the stale
+    entries.""", [
+    _spawn(),
+    _mmap("p", 0, 2, "rw"),
+    _write("p", 0, "shared"),
+    {"call": "clone_thread", "proc": "p", "cpu": 1, "as": "t"},
+    _read("t", 0, 6, returns="shared"),
+    {"call": "inject_skip_flush", "cause": "munmap", "note": "the next munmap flush is lost"},
+    _munmap("p", 0, 1, note="no flush: CPU 0 and CPU 1 keep the translation"),
+    _write("p", 1, "secret", note="the freed frame is reused for page 1"),
+    _read("t", 0, 6, returns="secret", note="a use-after-free through the TLB"),
+], machine={"cpus": 2})
+
 
 def names():
     """The names of the library's scenarios, in library order."""
