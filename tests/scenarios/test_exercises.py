@@ -38,7 +38,7 @@ def test_same_seed_same_exercise_and_seeds_differ(kind):
 
 
 _DUMP = ("import vmwidgets as vw\n"
-         "for kind in ('translate', 'maps', 'cow', 'rmap'):\n"
+         "for kind in ('translate', 'maps', 'cow', 'rmap', 'tlb'):\n"
          "    for seed in (0, 1, 2, 99):\n"
          "        ex = vw.exercise(kind, seed)\n"
          "        print(ex.text(answer=True)); print(repr(ex.answer))\n")
@@ -49,9 +49,9 @@ def test_same_text_in_a_fresh_interpreter_with_any_hash_seed():
                           env={**os.environ, "PYTHONHASHSEED": "0"}, check=True).stdout
     there = subprocess.run([sys.executable, "-c", _DUMP], capture_output=True, text=True,
                            env={**os.environ, "PYTHONHASHSEED": "4242"}, check=True).stdout
-    assert here == there and here.count("ARG kind") == 16
+    assert here == there and here.count("ARG kind") == 20
     local = "".join(vw.exercise(k, s).text(answer=True) + "\n" + repr(vw.exercise(k, s).answer)
-                    + "\n" for k in ("translate", "maps", "cow", "rmap") for s in (0, 1, 2, 99))
+                    + "\n" for k in ("translate", "maps", "cow", "rmap", "tlb") for s in (0, 1, 2, 99))
     assert here == local
 
 
@@ -431,3 +431,136 @@ def test_rmap_names_a_missing_process():
     assert any(m.startswith(f"you left out {missing}.") for m in fb.mistakes), fb.mistakes
     assert not ex.check({"visits": "nobody"}).correct
     assert not ex.check(42).correct
+
+
+# -- tlb -------------------------------------------------------------------------------------------
+
+def _tlb_by_hand(question):
+    """Simulate the TLBs from the question text alone: results per line, and the CPUs each
+    system call flushes (every CPU that runs the address space)."""
+    size = int(re.search(r"(\d+) entries", question).group(1))
+    lru = "LRU replacement" in question
+    tlbs = {int(c): [] if rest == "(empty)" else rest.split(", ")
+            for c, rest in re.findall(r"^  CPU (\d): (.*)$", question, re.M)}
+    cpu_of = {"p": 0, "t": 1}
+    results, flushed = [], {}
+    lines = re.findall(r"^  (\d+)\. (\w) (reads page|writes page|calls \w+\(page) (\d)", question,
+                       re.M)
+    for step, who, what, page in lines:
+        tlb = tlbs[cpu_of[who]]
+        label = "K" if what.startswith("calls") else page
+        if label in tlb:
+            results.append("hit")
+            if lru:
+                tlb.remove(label)
+                tlb.append(label)
+        else:
+            results.append("miss")
+            if len(tlb) == size:
+                tlb.pop(0)
+            tlb.append(label)
+        if label == "K":
+            flushed[int(step)] = sorted(tlbs)
+            for other in tlbs.values():
+                if page in other:
+                    other.remove(page)
+    return results, flushed, len(lines)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_tlb_answer_agrees_with_a_simulation_of_the_question(seed):
+    ex = vw.exercise("tlb", seed)
+    results, flushed, nlines = _tlb_by_hand(ex.question)
+    assert nlines == ex.params["steps"] == len(ex.answer["results"])
+    assert ex.answer["results"] == results
+    assert ex.answer["flushed"] == flushed
+    for step, records in ex.answer["flushes"].items():
+        reasons = [(cpu, reason) for cpu, reason, _ in records]
+        if ex.params["cpus"] == 2:
+            assert reasons == [(0, "TLB_REMOTE_SEND_IPI"), (0, "TLB_LOCAL_MM_SHOOTDOWN"),
+                               (1, "TLB_REMOTE_SHOOTDOWN")]
+        else:
+            assert reasons == [(0, "TLB_LOCAL_MM_SHOOTDOWN")]
+    for cpu, totals in ex.answer["totals"].items():
+        mine = [r for r, e in zip(results, ex.events) if e["cpu"] == cpu]
+        assert (totals["hits"], totals["misses"]) == (mine.count("hit"), mine.count("miss"))
+    assert ex.check(results).correct
+    assert ex.check(" ".join(r[0].upper() for r in results)).correct
+    assert ex.check({"results": results, "flushed": flushed,
+                     "totals": {str(c): t for c, t in ex.answer["totals"].items()}}).correct
+
+
+def test_tlb_covers_one_and_two_cpus_munmap_and_mprotect():
+    exs = [vw.exercise("tlb", s) for s in range(30)]
+    assert {ex.params["cpus"] for ex in exs} == {1, 2}
+    assert {ex.params["policy"] for ex in exs} == {"lru", "fifo"}
+    kinds = {e["kind"] for ex in exs for e in ex.events}
+    assert kinds == {"read", "write", "munmap", "mprotect"}
+
+
+def _alternative(ex, **kwargs):
+    merged = {"policy": ex.params["policy"], **kwargs}
+    return E._simulate(ex.initial, ex._lookups(), ex.params["tlb_entries"], **merged)
+
+
+def test_tlb_names_the_wrong_replacement_policy():
+    def differs(ex):
+        other = "fifo" if ex.params["policy"] == "lru" else "lru"
+        return _alternative(ex, policy=other) != ex.answer["results"]
+    ex = find("tlb", differs)
+    other = "fifo" if ex.params["policy"] == "lru" else "lru"
+    fb = ex.check(_alternative(ex, policy=other))
+    assert not fb.correct
+    assert fb.mistakes[0].startswith(f"your answer is what a {other.upper()} TLB would give")
+
+
+def test_tlb_names_a_shared_tlb_and_an_ignored_flush():
+    ex = find("tlb", lambda ex: ex.params["cpus"] == 2 and
+              _alternative(ex, shared=True) != ex.answer["results"])
+    fb = ex.check(_alternative(ex, shared=True))
+    assert "each CPU has a TLB of its own" in fb.mistakes[0]
+    def flush_matters(ex):
+        other = "fifo" if ex.params["policy"] == "lru" else "lru"
+        return _alternative(ex, flushes=False) not in (ex.answer["results"],
+                                                       _alternative(ex, policy=other))
+    ex = find("tlb", flush_matters)
+    fb = ex.check(_alternative(ex, flushes=False))
+    assert "your answer ignores the flush" in fb.mistakes[0]
+    assert any("flushed page" in m for m in fb.mistakes), fb.mistakes
+
+
+def test_tlb_explains_single_lines():
+    ex = find("tlb", lambda ex: "hit" in ex.answer["results"][1:] and
+              any("evicts" in line for line in ex.worked_answer.splitlines()))
+    results = list(ex.answer["results"])
+    i = results.index("hit", 1)
+    results[i] = "miss"
+    fb = ex.check(results)
+    assert any(m.startswith(f"line {i + 1} is a hit:") and "was still in CPU" in m
+               for m in fb.mistakes), fb.mistakes
+    results = list(ex.answer["results"])
+    j = results.index("miss")
+    results[j] = "hit"
+    fb = ex.check(results)
+    assert any(m.startswith(f"line {j + 1} is a miss:") for m in fb.mistakes), fb.mistakes
+    assert not ex.check(["hit"]).correct and "one result for each" in ex.check(["hit"]).mistakes[0]
+    assert "could not read" in ex.check(["maybe"] * len(results)).mistakes[0]
+
+
+def test_tlb_checks_flushed_cpus_and_totals():
+    ex = find("tlb", lambda ex: ex.params["cpus"] == 2 and ex.answer["flushed"] and any(
+        e["label"] == "K" for e in ex.events))
+    step = next(iter(ex.answer["flushed"]))
+    fb = ex.check({"flushed": {step: [0]}})
+    assert any(f"line {step} flushes CPU 0 and 1: t runs the same address space on CPU 1" in m
+               for m in fb.mistakes), fb.mistakes
+    quiet = next(i for i in range(1, len(ex.events) + 1) if i not in ex.answer["flushed"])
+    fb = ex.check({"flushed": {**ex.answer["flushed"], quiet: [0]}})
+    assert fb.mistakes == [f"line {quiet} flushes nothing: an access that hits or misses never "
+                           "flushes"]
+    t0 = ex.answer["totals"][0]
+    wrong = {0: (t0["hits"] - (ex.answer["results"][step - 1] == "hit"),
+                 t0["misses"] - (ex.answer["results"][step - 1] == "miss")),
+             1: ex.answer["totals"][1]}
+    fb = ex.check({"totals": wrong})
+    assert any("a system call's lookup of K counts too" in m for m in fb.mistakes), fb.mistakes
