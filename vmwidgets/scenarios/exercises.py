@@ -291,7 +291,7 @@ class Translate(Exercise):
     def _explain(self, p, va):
         a = self.answer
         out = [f"1. Split {va:#x} into four 9-bit indices and a 12-bit offset:"]
-        for i, level in enumerate(_LEVELS):
+        for level in _LEVELS:
             hi, lo = _BITS[level]
             out.append(f"   {level} index = bits {hi}..{lo} = ({va:#x} >> {lo}) & 0x1ff = "
                        f"{a['indices'][level]}")
@@ -531,25 +531,22 @@ class Maps(Exercise):
         m = _machine()
         p = m.spawn()
         n = self.NPAGES
-        calls = []
-        first = rng.randrange(0, 4)
-        calls.append(("mmap", first, rng.randrange(4, 9), rng.choice(["rw", "rw", "r", "rx"])))
+        first = ("mmap", rng.randrange(0, 4), rng.randrange(4, 9),
+                 rng.choice(["rw", "rw", "r", "rx"]))
         nops = rng.randrange(3, 6)
         history = [_arena_state(p, n)]
         self.steps = []
         for index in range(nops):
-            if index > 0:
-                calls.append(self._next_call(rng, p))
-            kind, start, count, prot = calls[-1]
+            kind, start, count, prot = first if index == 0 else self._next_call(rng, p)
             count = min(count, n - start)
-            calls[-1] = (kind, start, count, prot)
             if kind == "mmap":
                 p.mmap(_pg(start), count * P, _PROTS[prot], _ANON_FIXED)
             elif kind == "munmap":
                 p.munmap(_pg(start), count * P)
             else:
                 p.mprotect(_pg(start), count * P, _PROTS[prot])
-            self.steps.append((calls[-1], list(m.events[-1].outcome), _arena_lines(p, n)))
+            self.steps.append(((kind, start, count, prot), list(m.events[-1].outcome),
+                               _arena_lines(p, n)))
             history.append(_arena_state(p, n))
         self.machine, self.process, self.history = m, p, history
         self.answer = _arena_lines(p, n)
