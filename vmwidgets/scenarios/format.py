@@ -102,13 +102,12 @@ def _number(text, what, units=True):
 
 
 class _Env:
-    """Names bound so far: processes and numbers. With ``check_only`` names resolve to
-    placeholders, so that a scenario can be checked before it runs."""
+    """Names bound so far: processes and numbers. (To check a scenario before it runs,
+    names are bound to placeholders: ``None`` and 0.)"""
 
-    def __init__(self, check_only=False):
+    def __init__(self):
         self.procs = {}
         self.values = {}
-        self.check_only = check_only
 
     def value(self, name, what):
         if name not in self.values:
@@ -551,7 +550,7 @@ class Scenario:
         self._check()
 
     def _check(self):
-        env = _Env(check_only=True)
+        env = _Env()
         for index, step in enumerate(self.ops):
             try:
                 if step.proc is not None:
