@@ -1,0 +1,74 @@
+"""Colours, fonts and the axes helper shared by every view (one place, so that all the
+pictures agree: a read-only VMA is the same blue in the strip and in the rmap graph).
+
+Matplotlib is imported only when a picture is drawn: the text views work without it.
+"""
+
+#: VMA fill by permissions (``perms()[:3]``); anything else falls back to ``"other"``.
+PERM_COLORS = {
+    "r--": "#9ecae1", "rw-": "#a1d99b", "r-x": "#fdae6b", "rwx": "#fb6a4a",
+    "---": "#d9d9d9", "-w-": "#c7e9c0", "--x": "#fdd0a2", "-wx": "#fc9272",
+    "other": "#bdbdbd",
+}
+GAP_COLOR = "#f7f7f7"
+HIGHLIGHT = "#e31a1c"       # the last step's change
+SELECTED = "#6a3d9a"        # what the student selected
+
+#: rmap graph: node colour by kind, edge colour by kind.
+NODE_COLORS = {"mm": "#4d4d4d", "vma": "#a1d99b", "avc": "#fdd0a2", "av": "#fd8d3c",
+               "page": "#9ecae1", "file": "#bcbddc"}
+EDGE_COLORS = {"vma": "#969696", "chain": "#fdae6b", "anon_vma": "#fdae6b",
+               "parent": "#d94801", "root": "#7f2704", "page": "#6baed6",
+               "maps": "#c6dbef", "i_mmap": "#9e9ac8", "i_pages": "#9e9ac8"}
+
+#: physical frames by kind.
+FRAME_COLORS = {"anon": "#a1d99b", "file": "#bcbddc", "zero": "#ffffff",
+                "pgtable": "#fdd0a2", "swapcache": "#fcbba1", "kernel": "#d9d9d9"}
+
+FONT_SIZE = 7
+MONO = "monospace"
+
+
+def new_axes(ax, figsize):
+    """``ax`` cleared for a new drawing, or a fresh Axes on its own
+    :class:`matplotlib.figure.Figure` (never pyplot's global state)."""
+    if ax is not None:
+        ax.clear()
+        return ax
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=figsize)
+    return fig.add_subplot()
+
+
+def bare(ax):
+    """No ticks or frame: the views are diagrams, not plots."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def check_machine(machine):
+    if not hasattr(machine, "processes") or not hasattr(machine, "phys"):
+        raise TypeError(f"expected a vmwidgets Machine, got {type(machine).__name__}")
+
+
+def process(machine, pid):
+    """The live process ``pid`` of ``machine`` (a clear error otherwise)."""
+    check_machine(machine)
+    if isinstance(pid, bool) or not isinstance(pid, int):
+        raise TypeError(f"pid must be an int, not {type(pid).__name__}")
+    for proc in machine.processes:
+        if proc.pid == pid:
+            return proc
+    alive = ", ".join(str(p.pid) for p in machine.processes) or "none"
+    raise ValueError(f"no process {pid} is running (running: {alive})")
+
+
+def human_size(nbytes):
+    """``4K``, ``132K``, ``1.5M``, ``127T``: sizes as pmap prints them."""
+    for unit, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
+        if nbytes >= 1 << shift:
+            value = nbytes / (1 << shift)
+            return f"{value:.0f}{unit}" if value >= 10 or value == int(value) else f"{value:.1f}{unit}"
+    return f"{nbytes}B"
