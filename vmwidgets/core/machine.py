@@ -218,6 +218,7 @@ class Machine:
             raise
         except BaseException as exc:
             record.error = trace._error_text(exc)
+            record.reason = _error_reason(exc)
             self._finish_step(record, previous)
             raise
         record.result = result
@@ -461,6 +462,14 @@ class Machine:
 
     def __repr__(self):
         return f"Machine(ram={self.phys.nr_pages << PAGE_SHIFT}, processes={len(self.processes)})"
+
+
+def _error_reason(exc):
+    """A failed step's explanation: a SyscallError's ``reason``, a signal's message (which
+    names SEGV_MAPERR / SEGV_ACCERR), else the exception's text."""
+    if isinstance(exc, OSError):
+        return getattr(exc, "reason", None) or exc.strerror or str(exc)
+    return str(exc)
 
 
 def _check_int(value, name):

@@ -74,6 +74,7 @@ class StepRecord:
     trace: object = None
     cost: float = 0.0           # seconds the step took to run
     tlb_flushes: list = field(default_factory=list)   # the step's tlb_flush records (.tlb)
+    reason: str = None          # why it failed, in words (the error's ``reason`` or message)
 
     def function_graph(self, cpu=0):
         """The call tree in ftrace's function_graph format (empty if tracing was off)."""
