@@ -24,6 +24,15 @@ from .scenarios.exercises import exercise
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # vw.widgets imports ipywidgets and matplotlib: only on first use, so that
+    # `import vmwidgets` stays light.
+    if name == "widgets":
+        import importlib
+        return importlib.import_module(".widgets", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 _PREFIXES = ("PROT_", "MAP_", "MADV_", "MREMAP_", "VM_", "KPF_", "PM_", "SEGV_", "PAGE_")
 globals().update({k: v for k, v in vars(_flags).items() if k.startswith(_PREFIXES)})
 

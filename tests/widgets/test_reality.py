@@ -1,0 +1,54 @@
+"""The reality-check widget: model and live kernel side by side."""
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+from vmwidgets import live  # noqa: E402
+from vmwidgets.widgets import RealityCheck, reality  # noqa: E402
+from vmwidgets.widgets.inputs import InputError  # noqa: E402
+
+needs_live = pytest.mark.skipif(not live.live_kernel_available(), reason="no live Linux kernel here")
+
+
+@needs_live
+def test_demo_agrees_with_the_kernel():
+    w = RealityCheck()
+    assert w.run() == 0
+    assert "<b>0</b> differences" in w.status.value
+    assert "100000000000-100000002000 rw-p" in w.table.value          # after the mprotect split
+    assert "100000002000-100000003000 r--p" in w.table.value
+    assert "-- PE" in w.table.value and "&#9888;" not in w.table.value
+
+
+@needs_live
+def test_a_difference_is_marked(monkeypatch):
+    real = reality._apply
+
+    def model_skips_mprotect(proc, op):
+        if op[0] == "mprotect" and not isinstance(proc, live.LiveProcess):
+            return 0
+        return real(proc, op)
+
+    monkeypatch.setattr(reality, "_apply", model_skips_mprotect)
+    w = RealityCheck([("mmap", 0, 2, "rw-"), ("mprotect", 1, 1, "r--")])
+    assert w.run() == 1
+    assert "&#9888;" in w.table.value and "#fde2e1" in w.table.value
+
+
+def test_skips_with_a_message_without_a_live_kernel(monkeypatch):
+    monkeypatch.setattr(live, "live_kernel_available", lambda: False)
+    w = RealityCheck()
+    assert w.run_button.disabled and "not available" in w.status.value
+    assert w.run() is None and w.table.value == ""
+
+
+@pytest.mark.parametrize("ops, expect", [
+    ([("mmap", 9, 1, "rw-")], "outside the arena"),
+    ([("mmap", 6, 4, "rw-")], "do not fit"),
+    ([("mlock", 0, 1)], "is not one of"),
+    ([("munmap", 0)], "takes 2 arguments"),
+    ([("mprotect", 0, 1, "wx")], "prot"),
+])
+def test_bad_ops_are_refused_with_a_message(ops, expect):
+    with pytest.raises(InputError, match=expect):
+        RealityCheck(ops)
