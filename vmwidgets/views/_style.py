@@ -29,15 +29,70 @@ FONT_SIZE = 7
 MONO = "monospace"
 
 
-def new_axes(ax, figsize):
-    """``ax`` cleared for a new drawing, or a fresh Axes on its own
-    :class:`matplotlib.figure.Figure` (never pyplot's global state)."""
-    if ax is not None:
-        ax.clear()
-        return ax
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=figsize)
-    return fig.add_subplot()
+def new_axes(ax, figsize, keep=()):
+    """An Axes ready for a new drawing: a fresh one on its own
+    :class:`matplotlib.figure.Figure` (never pyplot's global state) when ``ax`` is None.
+
+    A given ``ax`` is reused cheaply (a widget redraws the same Axes at every step): its
+    collections and patches go, its texts are kept aside and recycled by :func:`text`
+    (creating a Text costs 25 times more than moving one), and :func:`finish` removes
+    those not reused. ``ax.clear()`` would cost several milliseconds per view.
+    Collections whose gid is in ``keep`` stay, for the caller to update in place.
+    """
+    if ax is None:
+        from matplotlib.figure import Figure
+        ax = Figure(figsize=figsize).add_subplot()
+    else:
+        for artist in list(ax.collections) + list(ax.patches) + list(ax.lines):
+            if artist.get_gid() not in keep:
+                artist.remove()
+    ax.set_axis_off()
+    pool = getattr(ax, "_vmwidgets_pool", None)
+    if pool is None:
+        pool = []
+    from matplotlib.text import Text
+    for t in list(ax.texts):
+        if type(t) is not Text:          # annotations are not recycled
+            t.remove()
+    pool.extend(reversed(list(ax.texts)))
+    ax._vmwidgets_pool = pool
+    return ax
+
+
+#: Every property :func:`text` sets, so that a recycled Text keeps nothing of its past.
+_TEXT_DEFAULTS = {"rotation": 0, "ha": "left", "va": "baseline", "family": "sans-serif",
+                  "weight": "normal", "color": "black", "zorder": 3, "gid": None,
+                  "fontsize": FONT_SIZE}
+
+
+def text(ax, x, y, s, **kw):
+    """``ax.text(x, y, s, **kw)``, recycling a Text of the previous drawing if any."""
+    props = dict(_TEXT_DEFAULTS, **kw)
+    pool = ax._vmwidgets_pool
+    if pool:
+        t = pool.pop()
+        t.set_position((x, y))
+        t.set_text(s)
+        t.update(props)
+        return t
+    return ax.text(x, y, s, **props)
+
+
+def kept(ax, gid):
+    """The artist with this gid kept by :func:`new_axes`, or None."""
+    for artist in ax.collections:
+        if artist.get_gid() == gid:
+            return artist
+    return None
+
+
+def finish(ax, title):
+    """Set the title and drop the texts of the previous drawing that were not reused."""
+    for t in ax._vmwidgets_pool:
+        t.remove()
+    ax._vmwidgets_pool = []
+    ax.set_title(title, fontsize=FONT_SIZE + 2)
+    return ax
 
 
 def bare(ax):

@@ -132,24 +132,20 @@ def draw_address_space(machine, pid, ax=None, changes=None, highlight=None):
                                linewidths=0.5, hatch="//")
         holes.set_gid("gaps")
     for s in vmas:
-        t = ax.text((s.x0 + s.x1) / 2, -0.08, s.label(), rotation=90, ha="center", va="top",
-                    fontsize=_style.FONT_SIZE, family=_style.MONO)
-        t.set_gid("vma-label")
+        t = _style.text(ax, (s.x0 + s.x1) / 2, -0.08, s.label(), rotation=90, ha="center", va="top",
+                    fontsize=_style.FONT_SIZE, family=_style.MONO, gid="vma-label")
     for s in big:
-        t = ax.text((s.x0 + s.x1) / 2, 0.5, _style.human_size(s.size), ha="center",
-                    va="center", fontsize=_style.FONT_SIZE - 1, rotation=90)
-        t.set_gid("gap-label")
+        t = _style.text(ax, (s.x0 + s.x1) / 2, 0.5, _style.human_size(s.size), ha="center",
+                    va="center", fontsize=_style.FONT_SIZE - 1, rotation=90, gid="gap-label")
     if vmas:
-        ax.text(vmas[0].x0, 1.08, f"{vmas[0].start:#x}", fontsize=_style.FONT_SIZE,
+        _style.text(ax, vmas[0].x0, 1.08, f"{vmas[0].start:#x}", fontsize=_style.FONT_SIZE,
                 ha="left", va="bottom", family=_style.MONO)
-        ax.text(vmas[-1].x1, 1.08, f"{vmas[-1].end:#x}", fontsize=_style.FONT_SIZE,
+        _style.text(ax, vmas[-1].x1, 1.08, f"{vmas[-1].end:#x}", fontsize=_style.FONT_SIZE,
                 ha="right", va="bottom", family=_style.MONO)
     right = segs[-1].x1 if segs else 1.0
     ax.set_xlim(-0.2, right + 0.2)
     ax.set_ylim(-2.6, 1.5)
-    _style.bare(ax)
-    ax.set_title(f"pid {pid}: address space, {len(vmas)} VMAs (not to scale)",
-                 fontsize=_style.FONT_SIZE + 2)
+    _style.finish(ax, f"pid {pid}: address space, {len(vmas)} VMAs (not to scale)")
     return ax
 
 

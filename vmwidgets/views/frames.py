@@ -140,16 +140,12 @@ def draw_frames(machine, ax=None, changes=None, highlight=None):
     if len(rows) <= LABEL_LIMIT:
         for i, c in enumerate(rows):
             x, y = i % COLUMNS + 0.475, -(i // COLUMNS) - 0.5
-            t = ax.text(x, y, f"{c.pfn:#x}\n{c.mapcount}/{c.refcount}", ha="center", va="center",
-                        fontsize=_style.FONT_SIZE - 1, family=_style.MONO)
-            t.set_gid(f"frame:{c.pfn:#x}")
+            t = _style.text(ax, x, y, f"{c.pfn:#x}\n{c.mapcount}/{c.refcount}", ha="center", va="center",
+                        fontsize=_style.FONT_SIZE - 1, family=_style.MONO, gid=f"frame:{c.pfn:#x}")
     ax.set_xlim(-0.1, COLUMNS)
     ax.set_ylim(-nrows - 0.1, 0.1)
-    _style.bare(ax)
     kinds = {}
     for c in rows:
         kinds[c.kind] = kinds.get(c.kind, 0) + 1
     legend = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
-    ax.set_title(f"physical frames in use ({legend}); cell: pfn, mapcount/refcount",
-                 fontsize=_style.FONT_SIZE + 2)
-    return ax
+    return _style.finish(ax, f"physical frames in use ({legend}); cell: pfn, mapcount/refcount")

@@ -138,9 +138,9 @@ def draw_walk(machine, pid, addr, ax=None, changes=None):
     for (name, hi, lo), value in zip(ADDRESS_FIELDS, w.indices + (w.offset,)):
         width = 1.6 if name != "offset" else 1.2
         ax.add_patch(Rectangle((x, 2.0), width, 0.6, facecolor="#f0f0f0", edgecolor="#737373", lw=0.6))
-        ax.text(x + width / 2, 2.3, f"{name} {value}" if name != "offset" else f"off {value:#x}",
+        _style.text(ax, x + width / 2, 2.3, f"{name} {value}" if name != "offset" else f"off {value:#x}",
                 ha="center", va="center", fontsize=_style.FONT_SIZE, family=_style.MONO)
-        ax.text(x + width / 2, 2.65, f"bits {hi}-{lo}", ha="center", va="bottom",
+        _style.text(ax, x + width / 2, 2.65, f"bits {hi}-{lo}", ha="center", va="bottom",
                 fontsize=_style.FONT_SIZE - 1)
         x += width
     # The levels.
@@ -154,13 +154,13 @@ def draw_walk(machine, pid, addr, ax=None, changes=None):
         ax.add_patch(box)
         entry = "none" if not row.entry else f"{row.entry:#x}"
         flags = " ".join(row.flags)
-        ax.text(bx + 0.85, 1.2, f"{row.level} pfn {row.table_pfn:#x}", ha="center", va="center",
+        _style.text(ax, bx + 0.85, 1.2, f"{row.level} pfn {row.table_pfn:#x}", ha="center", va="center",
                 fontsize=_style.FONT_SIZE, weight="bold")
-        ax.text(bx + 0.85, 0.88, f"index {row.index}", ha="center", va="center",
+        _style.text(ax, bx + 0.85, 0.88, f"index {row.index}", ha="center", va="center",
                 fontsize=_style.FONT_SIZE - 1)
-        ax.text(bx + 0.85, 0.58, entry, ha="center", va="center",
+        _style.text(ax, bx + 0.85, 0.58, entry, ha="center", va="center",
                 fontsize=_style.FONT_SIZE - 1, family=_style.MONO)
-        ax.text(bx + 0.85, 0.25, flags, ha="center", va="center", fontsize=_style.FONT_SIZE - 1)
+        _style.text(ax, bx + 0.85, 0.25, flags, ha="center", va="center", fontsize=_style.FONT_SIZE - 1)
         if row.entry:
             ax.annotate("", xy=(bx + 2.0, 0.7), xytext=(bx + 1.7, 0.7),
                         arrowprops={"arrowstyle": "->", "lw": 0.8})
@@ -168,19 +168,18 @@ def draw_walk(machine, pid, addr, ax=None, changes=None):
     if w.pfn is not None:
         label = "zero page" if w.zero_page else "frame"
         frame = Rectangle((fx, 0.0), 1.7, 1.4, facecolor="#c7e9c0", edgecolor="#525252", lw=0.6)
-        ax.text(fx + 0.85, 0.9, f"{label}\npfn {w.pfn:#x}", ha="center", va="center",
+        _style.text(ax, fx + 0.85, 0.9, f"{label}\npfn {w.pfn:#x}", ha="center", va="center",
                 fontsize=_style.FONT_SIZE)
-        ax.text(fx + 0.85, 0.3, f"phys {w.physical:#x}", ha="center", va="center",
+        _style.text(ax, fx + 0.85, 0.3, f"phys {w.physical:#x}", ha="center", va="center",
                 fontsize=_style.FONT_SIZE - 1, family=_style.MONO)
     else:
         frame = Rectangle((fx, 0.0), 1.7, 1.4, facecolor="#ffffff", edgecolor="#969696",
                           lw=0.6, linestyle="dashed")
-        ax.text(fx + 0.85, 0.7, "swapped out" if w.swapped else "not present\n(page fault)",
+        _style.text(ax, fx + 0.85, 0.7, "swapped out" if w.swapped else "not present\n(page fault)",
                 ha="center", va="center", fontsize=_style.FONT_SIZE)
     frame.set_gid("frame")
     ax.add_patch(frame)
     ax.set_xlim(-0.2, max(fx + 1.9, 8.2))
     ax.set_ylim(-0.2, 3.0)
-    _style.bare(ax)
-    ax.set_title(f"pid {pid}: page walk of {addr:#x}", fontsize=_style.FONT_SIZE + 2)
+    _style.finish(ax, f"pid {pid}: page walk of {addr:#x}")
     return ax

@@ -28,6 +28,7 @@ anonymous pages whose ``mapping`` it is), ``i_pages`` (file -> its cached pages)
 """
 
 import networkx as nx
+import numpy as np
 
 from ..core.rmap import rmap_walk
 from ..procfs import vma_name
@@ -36,6 +37,10 @@ from ._changes import anon_vmas_changed, frames_changed
 
 #: x column of each node kind in :func:`rmap_layout`.
 COLUMNS = {"mm": 0.0, "vma": 1.0, "avc": 2.0, "av": 3.0, "file": 3.0, "page": 4.0}
+
+
+_EDGE_ORDER = {k: i for i, k in enumerate(
+    ("vma", "chain", "anon_vma", "parent", "root", "page", "i_mmap", "i_pages", "maps"))}
 
 
 def _vma_id(vma):
@@ -164,8 +169,10 @@ def rmap_layout(graph, previous=None):
 def draw_rmap(machine, ax=None, highlight=None, changes=None, previous=None, labels=None):
     """Draw :func:`rmap_graph` with :func:`rmap_layout`; returns the Axes.
 
-    Cheap on purpose: the edges are one ``LineCollection`` per kind (gid ``edges-KIND``),
-    the nodes one scatter per kind (gid ``nodes-KIND``). ``highlight`` is a node id (e.g.
+    Cheap on purpose: the edges are one ``LineCollection`` (gid ``"edges"``, sorted by
+    kind then ids), the nodes two scatters (gid ``"nodes-round"``: mm, VMA, AVC,
+    anon_vma; ``"nodes-square"``: files and pages; ``.vmwidgets_nodes`` lists their
+    node ids in order). ``highlight`` is a node id (e.g.
     ``"vma:1:0x7ffff7ff6000"``) or an iterable of them: those nodes, their chains, anon_vmas
     and pages are drawn in the selection colour. ``changes`` outlines the frames and
     anon_vmas the last step touched. ``previous`` is the layout of the step before (see
@@ -177,35 +184,41 @@ def draw_rmap(machine, ax=None, highlight=None, changes=None, previous=None, lab
 
     g = rmap_graph(machine)
     pos = rmap_layout(g, previous)
-    ax = _style.new_axes(ax, (9, 6))
+    ax = _style.new_axes(ax, (9, 6), keep=("edges", "nodes-round", "nodes-square"))
     marked = _highlight_set(g, highlight)
     touched = {f"page:{pfn:#x}" for pfn in frames_changed(changes)}
     touched |= {f"av:{i}" for i in anon_vmas_changed(changes)}
-    by_kind = {}
-    for u, v, kind in g.edges(data="kind"):
-        by_kind.setdefault(kind, []).append((u, v))
-    for kind, edges in sorted(by_kind.items()):
-        segs = [(pos[u], pos[v]) for u, v in edges]
-        colors = [_style.SELECTED if u in marked and v in marked else _style.EDGE_COLORS[kind]
-                  for u, v in edges]
-        lc = LineCollection(segs, colors=colors, linewidths=0.5 if kind == "maps" else 1.0,
-                            linestyles="dashed" if kind in ("parent", "root") else "solid",
-                            zorder=1)
-        lc.set_gid(f"edges-{kind}")
+    edges = sorted(g.edges(data="kind"), key=lambda e: (_EDGE_ORDER[e[2]], e[0], e[1]))
+    segs = [(pos[u], pos[v]) for u, v, _k in edges]
+    colors = [_style.SELECTED if u in marked and v in marked else _style.EDGE_COLORS[k]
+              for u, v, k in edges]
+    widths = [0.5 if k == "maps" else 1.0 for _u, _v, k in edges]
+    styles = ["dashed" if k in ("parent", "root") else "solid" for _u, _v, k in edges]
+    lc = _style.kept(ax, "edges")
+    if lc is None:
+        lc = LineCollection(segs, zorder=1, gid="edges")
         ax.add_collection(lc)
+    lc.set_segments(segs)
+    lc.set_color(colors)
+    lc.set_linewidth(widths)
+    lc.set_linestyle(styles)
     kinds = {}
     for node, kind in g.nodes(data="kind"):
         kinds.setdefault(kind, []).append(node)
-    for kind, nodes in sorted(kinds.items()):
-        nodes.sort()
-        xy = [pos[n] for n in nodes]
+    for shape, members in (("o", ("mm", "vma", "avc", "av")), ("s", ("file", "page"))):
+        gid = "nodes-" + ("round" if shape == "o" else "square")
+        nodes = sorted(n for k in members for n in kinds.get(k, ()))
         edge = [_style.SELECTED if n in marked else _style.HIGHLIGHT if n in touched
                 else "#525252" for n in nodes]
-        sc = ax.scatter([p[0] for p in xy], [p[1] for p in xy], s=60 if kind != "avc" else 25,
-                        c=_style.NODE_COLORS[kind], edgecolors=edge,
-                        linewidths=[2.0 if e != "#525252" else 0.5 for e in edge],
-                        marker="s" if kind in ("page", "file") else "o", zorder=2)
-        sc.set_gid(f"nodes-{kind}")
+        sc = _style.kept(ax, gid)
+        if sc is None:
+            sc = ax.scatter([], [], marker=shape, zorder=2, gid=gid)
+        sc.set_offsets([pos[n] for n in nodes] if nodes else np.empty((0, 2)))
+        sc.set_sizes([25 if g.nodes[n]["kind"] == "avc" else 60 for n in nodes])
+        sc.set_facecolor([_style.NODE_COLORS[g.nodes[n]["kind"]] for n in nodes])
+        sc.set_edgecolor(edge)
+        sc.set_linewidth([2.0 if e != "#525252" else 0.5 for e in edge])
+        sc.vmwidgets_nodes = nodes
     if labels is None:
         labels = g.number_of_nodes() <= 120
     for node, data in g.nodes(data=True):
@@ -214,19 +227,16 @@ def draw_rmap(machine, ax=None, highlight=None, changes=None, previous=None, lab
             continue
         x, y = pos[node]
         right = kind in ("page",)
-        t = ax.text(x + (0.08 if right else -0.08), y, data["label"], fontsize=_style.FONT_SIZE,
-                    ha="left" if right else "right", va="center", zorder=3)
-        t.set_gid(f"label:{node}")
+        t = _style.text(ax, x + (0.08 if right else -0.08), y, data["label"], fontsize=_style.FONT_SIZE,
+                    ha="left" if right else "right", va="center", zorder=3, gid=f"label:{node}")
     for kind in ("mm", "vma", "avc", "av", "page"):
-        ax.text(COLUMNS[kind], 0.9, {"av": "anon_vma / file", "avc": "anon_vma_chain"}.get(kind, kind),
+        _style.text(ax, COLUMNS[kind], 0.9, {"av": "anon_vma / file", "avc": "anon_vma_chain"}.get(kind, kind),
                 ha="center", va="bottom", fontsize=_style.FONT_SIZE + 1, weight="bold")
     ys = [p[1] for p in pos.values()] or [0.0]
     ax.set_xlim(-0.9, 4.9)
     ax.set_ylim(min(ys) - 0.8, 1.6)
-    _style.bare(ax)
-    ax.set_title(f"rmap: {len(kinds.get('mm', []))} mm, {len(kinds.get('vma', []))} VMAs, "
-                 f"{len(kinds.get('av', []))} anon_vmas, {len(kinds.get('page', []))} pages",
-                 fontsize=_style.FONT_SIZE + 2)
+    _style.finish(ax, f"rmap: {len(kinds.get('mm', []))} mm, {len(kinds.get('vma', []))} VMAs, "
+                 f"{len(kinds.get('av', []))} anon_vmas, {len(kinds.get('page', []))} pages")
     ax.rmap_layout = pos
     ax.rmap_graph = g
     return ax

@@ -127,12 +127,9 @@ def draw_tlb(machine, ax=None, changes=None, limit=24):
         ax.add_patch(Rectangle((i + 0.02, 0.02), 0.96, 0.96, facecolor="#fbfbfb",
                                edgecolor=_style.HIGHLIGHT if changed else "#bdbdbd",
                                lw=2.0 if changed else 0.6))
-        t = ax.text(i + 0.05, 0.95, "\n".join(_cpu_lines(c, limit)), ha="left", va="top",
-                    fontsize=_style.FONT_SIZE - 1, family=_style.MONO)
-        t.set_gid(f"cpu-{c.cpu}")
+        t = _style.text(ax, i + 0.05, 0.95, "\n".join(_cpu_lines(c, limit)), ha="left", va="top",
+                    fontsize=_style.FONT_SIZE - 1, family=_style.MONO, gid=f"cpu-{c.cpu}")
     ax.set_xlim(0, n)
     ax.set_ylim(0, 1)
-    _style.bare(ax)
-    ax.set_title(f"TLBs of {len(rows)} CPU{'s' if len(rows) != 1 else ''}",
-                 fontsize=_style.FONT_SIZE + 2)
+    _style.finish(ax, f"TLBs of {len(rows)} CPU{'s' if len(rows) != 1 else ''}")
     return ax
