@@ -443,16 +443,25 @@ def step_changes(before, after, record=None):
     return ch
 
 
+def _vma_key(v):
+    """The fields a VmaState holds, as a plain tuple (cheap to compare)."""
+    return (v.vm_start, v.vm_end, v.vm_flags, v.vm_pgoff,
+            v.vm_file.path if v.vm_file is not None else
+            v.vm_ops.name if v.vm_ops is not None else "",
+            v.anon_vma.id if v.anon_vma is not None else 0,
+            tuple([avc.anon_vma.id for avc in v.anon_vma_chain]))
+
+
 def _diff_vmas(ch, pid, pa, pb):
     va = {v.id: v for v in pa.mm.mm_mt} if pa is not None else {}
     vb = {v.id: v for v in pb.mm.mm_mt} if pb is not None else {}
     found = []
     for vid in va.keys() | vb.keys():
         a, b = va.get(vid), vb.get(vid)
+        if a is not None and b is not None and _vma_key(a) == _vma_key(b):
+            continue
         sa = vma_state(a) if a is not None else None
         sb = vma_state(b) if b is not None else None
-        if sa == sb:
-            continue
         if sa is None:
             kinds = ("added",)
         elif sb is None:
@@ -508,13 +517,23 @@ _FRAME_FIELDS = ("kind", "refcount", "mapcount", "mapping", "index", "anon_exclu
                  "dirty", "swap", "data")
 
 
+def _mapping_key(page):
+    m = page.mapping
+    if m is None:
+        return None
+    host = getattr(m, "host", None)
+    return ("file", host.path) if host is not None else ("anon_vma", m.id)
+
+
 def _same_page(a, b):
-    """Cheap first test before building states: the fields that usually differ."""
+    """Do two Page objects (of two machine copies) hold the same state? Cheap fields first."""
     return (a.kind == b.kind and a.refcount == b.refcount and a.mapcount == b.mapcount
             and a.anon_exclusive == b.anon_exclusive and a.dirty == b.dirty
             and a.index == b.index and a.data == b.data
-            and (a.swap is None) == (b.swap is None)
-            and (a.mapping is None) == (b.mapping is None))
+            and (a.swap.offset if a.swap is not None else 0)
+            == (b.swap.offset if b.swap is not None else 0)
+            and _mapping_key(a) == _mapping_key(b))
+
 
 
 def _diff_frames(ch, pages_a, pages_b):
@@ -523,25 +542,20 @@ def _diff_frames(ch, pages_a, pages_b):
         a = dict.get(pages_a, pfn)
         b = dict.get(pages_b, pfn)
         if a is not None and b is not None and _same_page(a, b):
-            sa, sb = frame_state(a), frame_state(b)
-            if sa == sb:
-                continue
-        else:
-            sa = frame_state(a) if a is not None else None
-            sb = frame_state(b) if b is not None else None
-        free_a = sa is None or sa.kind == "free"
-        free_b = sb is None or sb.kind == "free"
+            continue
+        free_a = a is None or a.kind == "free"
+        free_b = b is None or b.kind == "free"
         if free_a and free_b:
             continue
-        if sa is None:
-            sa = FrameState(pfn, "free", 0, 0, "", 0, False, False, 0, b"")
-        if sb is None:
-            sb = FrameState(pfn, "free", 0, 0, "", 0, False, False, 0, b"")
-        if sa == sb:
-            continue
+        sa = frame_state(a) if a is not None else _free_state(pfn)
+        sb = frame_state(b) if b is not None else _free_state(pfn)
         kind = "allocated" if free_a else "freed" if free_b else "changed"
         fields = tuple(f for f in _FRAME_FIELDS if getattr(sa, f) != getattr(sb, f))
         ch.frames.append(FrameChange(pfn, kind, sa, sb, fields))
+
+
+def _free_state(pfn):
+    return FrameState(pfn, "free", 0, 0, "", 0, False, False, 0, b"")
 
 
 def _diff_tlbs(ch, before, after):
