@@ -92,14 +92,18 @@ def main():
     }
     texts = {
         "address space": lambda: views.address_space_text(m, p.pid, changes),
-        "rmap graph": lambda: views.rmap_text(m),
+        "rmap graph": lambda: views.rmap_text(m, graph=axes["rmap"].rmap_graph),
         "page walk": lambda: views.walk_text(m, p.pid, addr, changes),
         "frames": lambda: views.frames_text(m, changes),
         "tlb": lambda: views.tlb_text(m, changes),
     }
     key = dict(zip(draws, axes))
-    narrate = getattr(views, "narrate", None)
+    try:
+        from vmwidgets.views.narration import narrate
+    except ImportError:
+        narrate = None
     print(f"\n{'view':<15} {'draw (artists)':<34} {'text alternative':<34} render to PNG (Agg)")
+    svg = []
     for name in draws:
         d = timed(draws[name], args.reps)
         t = timed(texts[name], args.reps)
@@ -109,6 +113,16 @@ def main():
             fig.savefig(io.BytesIO(), format="png", dpi=72)
         r = timed(render, max(5, args.reps // 3))
         print(f"{name:<15} {fmt(d):<34} {fmt(t):<34} {fmt(r)}")
+        matplotlib.rcParams["svg.fonttype"] = "none"
+
+        def render_svg(fig=fig):
+            fig.savefig(io.BytesIO(), format="svg")
+        svg.append(statistics.median(timed(render_svg, max(5, args.reps // 3))))
+        matplotlib.rcParams["svg.fonttype"] = "path"
+
+    print("render to SVG (svg.fonttype none), medians: "
+          + ", ".join(f"{n} {v:.1f} ms" for n, v in zip(draws, svg)))
+    print("(rendering is the widget's cost, not the views': text glyphs dominate it)")
 
     def redraw_all():
         for name in draws:
@@ -126,7 +140,7 @@ def main():
           f"   target: median < 50 ms")
     print(f"  ... plus step_changes(before, after):             {fmt(timed(redraw_with_diff, args.reps))}")
     if narrate is None:
-        print("  (views.narrate is not there yet: narration not included)")
+        print("  (views/narration.py is not there yet: narration not included)")
 
 
 if __name__ == "__main__":

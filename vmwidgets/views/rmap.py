@@ -35,6 +35,9 @@ from ..procfs import vma_name
 from . import _style
 from ._changes import anon_vmas_changed, frames_changed
 
+#: Above this many nodes of a kind, :func:`draw_rmap` leaves them unlabelled by default.
+LABEL_LIMIT = 40
+
 #: x column of each node kind in :func:`rmap_layout`.
 COLUMNS = {"mm": 0.0, "vma": 1.0, "avc": 2.0, "av": 3.0, "file": 3.0, "page": 4.0}
 
@@ -177,8 +180,10 @@ def draw_rmap(machine, ax=None, highlight=None, changes=None, previous=None, lab
     and pages are drawn in the selection colour. ``changes`` outlines the frames and
     anon_vmas the last step touched. ``previous`` is the layout of the step before (see
     :func:`rmap_layout`); the layout used is left in ``ax.rmap_layout`` and the graph in
-    ``ax.rmap_graph``. ``labels``: draw node labels (default: when there are at most 120
-    nodes; mm, anon_vma and file nodes are always labelled).
+    ``ax.rmap_graph``. ``labels``: True labels every node, False only the mm nodes and the
+    highlighted ones; by default a kind of node is labelled unless there are more than
+    :data:`LABEL_LIMIT` of it (the labels would overlap, and each costs ~1 ms to render;
+    the text alternative names them all).
     """
     from matplotlib.collections import LineCollection
 
@@ -219,15 +224,17 @@ def draw_rmap(machine, ax=None, highlight=None, changes=None, previous=None, lab
         sc.set_edgecolor(edge)
         sc.set_linewidth([2.0 if e != "#525252" else 0.5 for e in edge])
         sc.vmwidgets_nodes = nodes
-    if labels is None:
-        labels = g.number_of_nodes() <= 120
+    crowded = {k for k, members in kinds.items() if len(members) > LABEL_LIMIT}
     for node, data in g.nodes(data=True):
         kind = data["kind"]
-        if kind == "avc" or not (labels or kind in ("mm", "av", "file") or node in marked):
+        if kind == "avc":
+            continue
+        if not (kind == "mm" or node in marked or labels is True
+                or (labels is None and kind not in crowded)):
             continue
         x, y = pos[node]
-        right = kind in ("page",)
-        t = _style.text(ax, x + (0.08 if right else -0.08), y, data["label"], fontsize=_style.FONT_SIZE,
+        right = kind == "page"
+        _style.text(ax, x + (0.08 if right else -0.08), y, data["label"], fontsize=_style.FONT_SIZE,
                     ha="left" if right else "right", va="center", zorder=3, gid=f"label:{node}")
     for kind in ("mm", "vma", "avc", "av", "page"):
         _style.text(ax, COLUMNS[kind], 0.9, {"av": "anon_vma / file", "avc": "anon_vma_chain"}.get(kind, kind),
@@ -274,11 +281,12 @@ def _highlight_set(g, highlight):
     return out
 
 
-def rmap_text(machine):
+def rmap_text(machine, graph=None):
     """The text alternative of :func:`draw_rmap`: per process its VMAs with their chains,
     then each anon_vma tree with its pages, then each mapped file with its i_mmap, then
-    each page with the VMAs and addresses that map it (the rmap walk)."""
-    g = rmap_graph(machine)
+    each page with the VMAs and addresses that map it (the rmap walk). ``graph``: the
+    :func:`rmap_graph` of ``machine`` if already built (e.g. ``ax.rmap_graph``)."""
+    g = rmap_graph(machine) if graph is None else graph
     lines = []
     nodes = g.nodes
     for mm in sorted((n for n in g if nodes[n]["kind"] == "mm"), key=lambda n: nodes[n]["order"]):
