@@ -1,0 +1,1103 @@
+"""A step told in plain words, and its kernel call tree as a view.
+
+:func:`narrate` reads what a step did from three sources and says it in a few sentences:
+the step's kernel call tree (``record.trace``: which paths ran, e.g. ``vma_merge_new_range``
+returning a VMA, ``__split_vma``, ``do_anonymous_page``, ``wp_page_copy``,
+``flush_tlb_mm_range``), its result or error (``record.error``, ``record.reason``) and the
+state diff (:func:`~vmwidgets.views.diff.step_changes`: which VMAs, PTEs and frames
+changed). The reasons it gives for merges that did or did not happen are worked out
+from the VMAs involved with the kernel's rules (mm/vma.c: ``is_mergeable_vma``,
+``is_mergeable_anon_vma``, contiguous ``vm_pgoff``, ``VM_SPECIAL``).
+
+>>> import vmwidgets as vw
+>>> from vmwidgets.views.narration import narrate
+>>> m = vw.Machine(ram="16M")
+>>> p = m.spawn()
+>>> a = p.mmap(0, 2 * 4096, vw.PROT_READ | vw.PROT_WRITE, vw.MAP_PRIVATE | vw.MAP_ANONYMOUS)
+>>> b = p.mmap(0, 4096, vw.PROT_READ | vw.PROT_WRITE, vw.MAP_PRIVATE | vw.MAP_ANONYMOUS)
+>>> n = len(m.timeline)
+>>> print(narrate(m.last_step, m.timeline.state(n - 1), m))   # doctest: +NORMALIZE_WHITESPACE
+Step 2: pid 1: mmap(0, 0x1000, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS) = 0x7ffff7ff4000.
+The kernel placed the new mapping at [0x7ffff7ff4000-0x7ffff7ff5000] (top-down search
+below mmap_base).
+No new VMA: vma_merge_new_range() merged the range into the next VMA
+[0x7ffff7ff5000-0x7ffff7ff7000 rw-p], which grew down to [0x7ffff7ff4000-0x7ffff7ff7000
+rw-p], because they touch, have the same flags (rw-p), are both anonymous, and neither
+has an anon_vma yet.
+In all: 1 VMA changed.
+
+``trace_view(record, depth)`` renders the call tree as ftrace's function_graph does, cut
+at ``depth`` levels; :func:`trace_rows` gives the same tree as rows for a widget.
+
+Simplification: the narration describes the model's steps; it names the paths the model
+traced and does not claim more than the call tree and the diff show.
+"""
+
+import re
+
+from ..core import flags as F
+from ..core.pgtable import pte_text
+from ..core.tlb import REASON_TEXT, TLB_SINGLE_PAGE_FLUSH_CEILING
+from .diff import step_changes
+
+__all__ = ["narrate", "trace_view", "trace_rows", "op_text"]
+
+PAGE = F.PAGE_SIZE
+_VMA_RE = re.compile(r"vma\[(0x[0-9a-f]+)-(0x[0-9a-f]+) ([-rwxsp]{4})\]")
+_PFN_RE = re.compile(r"pfn (0x[0-9a-f]+|\d+)")
+_ANON_VMA_RE = re.compile(r"anon_vma#(\d+)")
+
+
+# -- small helpers -----------------------------------------------------------------------------
+
+def _h(value):
+    return f"{value:#x}"
+
+
+def _rng(start, end, perms=None, name=None):
+    tail = (f" {perms}" if perms else "") + (f" {name}" if name else "")
+    return f"[{start:#x}-{end:#x}{tail}]"
+
+
+def _vma_text(v, name=None):
+    """A VmaState or VmAreaStruct as ``[start-end perms name]``."""
+    if hasattr(v, "vm_start"):
+        from ..procfs import vma_name
+        return _rng(v.vm_start, v.vm_end, v.perms(), name if name is not None else vma_name(v))
+    return _rng(v.start, v.end, v.perms, name if name is not None else (v.file or None))
+
+
+def _parse_vma(text):
+    m = _VMA_RE.search(text or "")
+    if m is None:
+        return None
+    return int(m.group(1), 16), int(m.group(2), 16), m.group(3)
+
+
+def _parse_pfn(text):
+    m = _PFN_RE.search(text or "")
+    return int(m.group(1), 0) if m else None
+
+
+def _int(text):
+    try:
+        return int(text, 0)
+    except (TypeError, ValueError):
+        return None
+
+
+def _plural(n, word, many=None):
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def _pfns(pfns, limit=6):
+    pfns = list(pfns)
+    shown = ", ".join(_h(p) for p in pfns[:limit])
+    return shown + (f" and {len(pfns) - limit} more" if len(pfns) > limit else "")
+
+
+def _names(value, prefix, exclusive=()):
+    """``PROT_READ|PROT_WRITE`` for a bit mask of the ``prefix`` constants."""
+    if value == 0:
+        zero = [k for k, v in vars(F).items() if k.startswith(prefix) and v == 0]
+        return zero[0] if zero else "0"
+    out, rest = [], value
+    for name, bit in sorted(((k, v) for k, v in vars(F).items()
+                             if k.startswith(prefix) and isinstance(v, int) and v
+                             and k not in exclusive and v & (v - 1) == 0),
+                            key=lambda kv: kv[1]):
+        if rest & bit:
+            out.append(name)
+            rest &= ~bit
+    if rest:
+        out.append(_h(rest))
+    return "|".join(out)
+
+
+def _map_flags(flags):
+    kind = {F.MAP_SHARED: "MAP_SHARED", F.MAP_PRIVATE: "MAP_PRIVATE",
+            F.MAP_SHARED_VALIDATE: "MAP_SHARED_VALIDATE"}.get(flags & F.MAP_TYPE)
+    rest = flags & ~F.MAP_TYPE
+    parts = [kind] if kind else ([_h(flags & F.MAP_TYPE)] if flags & F.MAP_TYPE else [])
+    if rest:
+        parts.append(_names(rest, "MAP_", exclusive=("MAP_ANON",)))
+    return "|".join(parts) or "0"
+
+
+def _madv_name(advice):
+    for k, v in vars(F).items():
+        if k.startswith("MADV_") and v == advice:
+            return k
+    return str(advice)
+
+
+def op_text(op):
+    """A step's call with its constants named: ``pid 1: mmap(0, 0x2000, PROT_READ|PROT_WRITE,
+    MAP_PRIVATE|MAP_ANONYMOUS)``."""
+    args = list(op.args)
+
+    def fmt(v):
+        if isinstance(v, int) and not isinstance(v, bool):
+            return _h(v) if v > 9 else str(v)
+        if isinstance(v, (bytes, bytearray)):
+            return f"<{len(v)} bytes>"
+        return repr(v)
+
+    shown = [fmt(a) for a in args]
+    if op.call == "mmap" and len(args) >= 4:
+        shown[2], shown[3] = _names(args[2], "PROT_"), _map_flags(args[3])
+        if len(args) >= 6 and args[4] == -1 and args[5] == 0:
+            shown = shown[:4]
+    elif op.call == "mprotect" and len(args) >= 3:
+        shown[2] = _names(args[2], "PROT_")
+    elif op.call == "madvise" and len(args) >= 3:
+        shown[2] = _madv_name(args[2])
+    elif op.call == "mremap" and len(args) >= 4:
+        shown[3] = _names(args[3], "MREMAP_") if args[3] else "0"
+    shown += [f"{k}={fmt(v)}" for k, v in op.kwargs.items()]
+    who = f"pid {op.target}: " if op.target else ""
+    return f"{who}{op.call}({', '.join(shown)})"
+
+
+def _result_text(record):
+    r = record.result
+    if r is None:
+        return ""
+    if type(r).__name__ == "Thread":
+        return f" = tid {r.tid}"
+    if hasattr(r, "pid") and hasattr(r, "mm"):
+        return f" = pid {r.pid}"
+    if isinstance(r, (bytes, bytearray)):
+        return f" = <{len(r)} bytes>"
+    if isinstance(r, int) and not isinstance(r, bool):
+        return f" = {_h(r) if r > 9 else r}"
+    if hasattr(r, "path"):
+        return f" = {r.path}"
+    return f" = {r!r}" if len(repr(r)) < 40 else ""
+
+
+# -- the entry point ------------------------------------------------------------------------
+
+def narrate(record, before, after, changes=None):
+    """Tell what step ``record`` did, in plain sentences (one a line).
+
+    :param record: the step's ``StepRecord`` (``m.timeline.record(i)``, ``m.last_step``).
+    :param before: the machine before it (``m.timeline.state(i)``).
+    :param after: the machine after it (``m.timeline.state(i + 1)``).
+    :param changes: the step's :class:`~vmwidgets.views.diff.Changes` if already computed.
+    :returns: the text; the first line names the call and its result or error.
+    """
+    if not hasattr(record, "op") or not hasattr(record, "events"):
+        raise TypeError(f"record must be a StepRecord (m.timeline.record(i)), "
+                        f"not {type(record).__name__}")
+    ch = changes if changes is not None else step_changes(before, after, record)
+    n = _Narrator(record, before, after, ch)
+    return n.run()
+
+
+class _Narrator:
+    def __init__(self, record, before, after, ch):
+        self.record = record
+        self.op = record.op
+        self.before = before
+        self.after = after
+        self.ch = ch
+        self.trace = record.trace
+        self.lines = []
+        self.pid = self._pid()
+
+    def say(self, text):
+        if text:
+            self.lines.append(text)
+
+    def _pid(self):
+        target = self.op.target
+        if not target:
+            return 0
+        for m in (self.before, self.after):
+            for p in m.processes:
+                if p.pid == target or any(t.tid == target for t in p.threads):
+                    return p.pid
+        return target
+
+    def calls(self, func):
+        return self.trace.find_all(func) if self.trace is not None else []
+
+    def first(self, func):
+        return self.trace.find(func) if self.trace is not None else None
+
+    def proc(self, machine, pid=None):
+        pid = self.pid if pid is None else pid
+        return next((p for p in machine.processes if p.pid == pid), None)
+
+    # -- the plan -----------------------------------------------------------------------------
+    def run(self):
+        rec = self.record
+        head = f"Step {rec.index}: {op_text(self.op)}"
+        if rec.error:
+            self.say(f"{head} failed: {_error_words(rec.error)}.")
+        else:
+            self.say(f"{head}{_result_text(rec)}.")
+        handler = getattr(self, "on_" + self.op.call, None)
+        if rec.error:
+            self.on_error()
+        if handler is not None:
+            handler()
+        else:
+            self.generic()
+        self.tlb()
+        if not rec.error:
+            self.summary()
+        return "\n".join(self.lines)
+
+    # -- errors ---------------------------------------------------------------------------------
+    def on_error(self):
+        rec = self.record
+        reason = rec.reason
+        if reason is None:
+            reason = next((e.outcome[0] for e in rec.events if e.errno and e.outcome), None)
+        if rec.error == "SegmentationFault":
+            self.segfault(reason)
+            return
+        if reason:
+            self.say(f"Why: {reason}.")
+        if not _memory_changed(self.ch):
+            self.say("Nothing changed: the kernel refused the call before touching the "
+                     "address space.")
+
+    def segfault(self, reason):
+        m = re.match(r"SIGSEGV \((SEGV_\w+)\) on (\w+) at (0x[0-9a-f]+): (.*)", reason or "")
+        if m is None:
+            self.say(f"The access raised SIGSEGV: {reason}.")
+            return
+        code, access, addr, why = m.groups()
+        path = ("bad_area_access_error()" if self.first("bad_area_access_error") else
+                "bad_area_nosemaphore()" if self.first("bad_area_nosemaphore") else
+                "the fault handler")
+        meaning = ("no VMA maps that address" if code == "SEGV_MAPERR" else
+                   "a VMA maps the address but does not allow this access")
+        self.say(f"The {access} at {addr} faulted and {path} sent SIGSEGV with si_code "
+                 f"{code} ({meaning}): {why}.")
+        self.say("Nothing changed: a refused access leaves the page tables and frames as "
+                 "they were.")
+
+    # -- mmap, brk --------------------------------------------------------------------------------
+    def on_mmap(self):
+        if self.record.error:
+            return
+        addr = self.record.result
+        length = self.op.args[1] if len(self.op.args) > 1 else 0
+        end = addr + F.page_align(length)
+        fixed = len(self.op.args) > 3 and self.op.args[3] & (F.MAP_FIXED | F.MAP_FIXED_NOREPLACE)
+        if fixed:
+            self.say(f"MAP_FIXED put the mapping exactly at {_rng(addr, end)}.")
+        elif self.first("unmapped_area_topdown"):
+            self.say(f"The kernel placed the new mapping at {_rng(addr, end)} (top-down "
+                     "search below mmap_base).")
+        elif self.first("unmapped_area"):
+            self.say(f"The kernel placed the new mapping at {_rng(addr, end)} (bottom-up "
+                     "search).")
+        replaced = [c for c in self.ch.vmas.get(self.pid, []) if c.before is not None
+                    and c.before.start < end and addr < c.before.end
+                    and (c.after is None or "resized" in c.kinds)]
+        if replaced:
+            self.say("It replaced what was mapped there: " + ", ".join(
+                _vma_text(c.before) for c in replaced) + " (unmapped first, as munmap would).")
+        self.new_range(addr, end, "vma_merge_new_range")
+        self.populate()
+
+    def populate(self):
+        if self.first("__mm_populate") or self.first("populate_vma_page_range"):
+            faulted = [c for c in self.ch.ptes if c.pid == self.pid and c.new]
+            self.say(f"MAP_POPULATE faulted {_plural(len(faulted), 'page')} in at once "
+                     "(__mm_populate).")
+
+    def new_range(self, start, end, merge_func):
+        """Narrate a range that was not mapped before: a merge, or a new VMA."""
+        merges = self.calls(merge_func)
+        merged = [c for c in merges if c.result not in (None, "NULL")]
+        before_p, after_p = self.proc(self.before), self.proc(self.after)
+        if after_p is None:
+            return
+        now = after_p.mm.vma_lookup(start)
+        if merged:
+            expand = merged[0].find("vma_expand")
+            target = _parse_vma(expand.args.get("target")) if expand else None
+            self.say(self.merge_sentence(start, end, target, now, before_p, merge_func))
+        else:
+            if now is None:
+                return
+            self.say(f"A new VMA {_vma_text(now)} was created (__mmap_new_vma): "
+                     + self.no_merge_reason(before_p, now, start, end) + ".")
+
+    def merge_sentence(self, start, end, target, now, before_p, func):
+        prev = _vma_ending_at(before_p, start)
+        nxt = _vma_starting_at(before_p, end)
+        left = prev is not None and now.vm_start == prev.vm_start
+        right = nxt is not None and now.vm_end == nxt.vm_end
+        if left and right:
+            who = (f"merged the range with both neighbours: the previous VMA "
+                   f"{_vma_text(prev)} grew over it and over the next VMA {_vma_text(nxt)}, "
+                   f"which was removed; the result is {_vma_text(now)}")
+            why = self.why_merge(prev, now, start, end, both=True)
+        elif left:
+            who = (f"merged the range into the previous VMA {_vma_text(prev)}, which grew "
+                   f"up to {_vma_text(now)}")
+            why = self.why_merge(prev, now, start, end)
+        elif right:
+            who = (f"merged the range into the next VMA {_vma_text(nxt)}, which grew down "
+                   f"to {_vma_text(now)}")
+            why = self.why_merge(nxt, now, start, end)
+        else:
+            t = f" {_rng(*target)}" if target else ""
+            return f"No new VMA: {func}() expanded the existing VMA{t} to {_vma_text(now)}."
+        return f"No new VMA: {func}() {who}, because {why}."
+
+    def why_merge(self, neighbour, now, start, end, both=False):
+        parts = ["the range and both neighbours touch" if both else "they touch",
+                 f"have the same flags ({now.perms()})"]
+        if now.vm_file is None:
+            parts.append("are all anonymous" if both else "are both anonymous")
+        else:
+            parts.append(f"map the same file {now.vm_file.path} at contiguous offsets")
+        nav = neighbour.anon_vma.id if neighbour.anon_vma is not None else None
+        if nav is None:
+            parts.append("none has an anon_vma yet" if both else "neither has an anon_vma yet")
+        else:
+            parts.append(f"the anon_vmas are compatible (the merged VMA keeps #{nav})")
+        return ", ".join(parts[:-1]) + ", and " + parts[-1]
+
+    def no_merge_reason(self, before_p, new, start, end):
+        if before_p is None:
+            return "the process had no VMAs"
+        prev = _vma_ending_at(before_p, start)
+        nxt = _vma_starting_at(before_p, end)
+        if new.vm_flags & F.VM_SPECIAL:
+            return ("it is a special mapping (" + "|".join(
+                F.vm_flags_names(new.vm_flags & F.VM_SPECIAL)) + "), which never merges")
+        if prev is None and nxt is None:
+            return "no VMA touches it on either side, so there was nothing to merge with"
+        out = []
+        for side, nb in (("previous", prev), ("next", nxt)):
+            if nb is None:
+                out.append(f"no {side} VMA touches it")
+            else:
+                out.append(f"the {side} VMA {_vma_text(nb)} " + _refusal(nb, new, side))
+        return "; ".join(out)
+
+    def on_brk(self):
+        if self.record.error:
+            return
+        old = self.ch.brk.get(self.pid)
+        if old is None:
+            arg = self.op.args[0] if self.op.args else 0
+            p = self.proc(self.after)
+            if arg and p is not None and arg != p.mm.brk:
+                self.say(f"The kernel refused to move the break to {_h(arg)} and returned "
+                         f"the old break {_h(p.mm.brk)} (brk(2) reports no errno; "
+                         "sbrk() turns this into ENOMEM).")
+            else:
+                self.say("The break did not move.")
+            return
+        lo, hi = old
+        if hi > lo:
+            self.say(f"The heap grew: the break moved up from {_h(lo)} to {_h(hi)} "
+                     "(do_brk_flags).")
+            self.new_range(F.page_align(lo), F.page_align(hi), "vma_merge_new_range")
+        else:
+            self.say(f"The heap shrank: the break moved down from {_h(lo)} to {_h(hi)}; "
+                     "the pages above it were unmapped (do_vmi_munmap).")
+            self.unmapped(F.page_align(hi), F.page_align(lo))
+
+    # -- munmap --------------------------------------------------------------------------------
+    def on_munmap(self):
+        if self.record.error:
+            return
+        start, length = self.op.args[0], self.op.args[1]
+        self.unmapped(start, start + F.page_align(length))
+
+    def unmapped(self, start, end):
+        pid = self.pid
+        before_p = self.proc(self.before)
+        if before_p is None:
+            return
+        hit = before_p.mm.vmas_in(start, end)
+        if not hit:
+            self.say(f"Nothing was mapped in {_rng(start, end)}; munmap succeeds anyway and "
+                     "changes nothing.")
+            return
+        for split in self.calls("__split_vma"):
+            v = _parse_vma(split.args.get("vma"))
+            at = _int(split.args.get("addr"))
+            if v and at is not None:
+                self.say(f"__split_vma() cut {_rng(*v)} at {_h(at)}, because the range "
+                         f"{'starts' if at == start else 'ends'} inside that VMA.")
+        gone = []
+        for v in hit:
+            s, e = max(v.vm_start, start), min(v.vm_end, end)
+            gone.append(_rng(s, e, v.perms()))
+        self.say("Unmapped " + ", ".join(gone) + ".")
+        kept = [c.after for c in self.ch.vmas.get(pid, []) if c.after is not None]
+        if kept:
+            self.say("What remains of the VMAs: " + ", ".join(_vma_text(k) for k in kept) + ".")
+        self.zap_summary(pid)
+
+    def zap_summary(self, pid):
+        cleared = [c for c in self.ch.ptes if c.pid == pid and c.old and not c.new]
+        if not cleared:
+            self.say("No page of the range was present, so no PTE was cleared.")
+            return
+        freed = [f for f in self.ch.frames if f.kind == "freed" and f.before.kind != "pgtable"]
+        kept = [f for f in self.ch.frames if f.kind == "changed" and "mapcount" in f.fields
+                and f.after.kind != "pgtable"]
+        tables = [f for f in self.ch.frames if f.kind == "freed" and f.before.kind == "pgtable"]
+        text = f"zap_pte_range() cleared {_plural(len(cleared), 'PTE')}"
+        if freed:
+            text += f"; {_plural(len(freed), 'frame')} went back to the free list ({_pfns(f.pfn for f in freed)})"
+        if kept:
+            text += (f"; {_plural(len(kept), 'frame')} stayed, still mapped elsewhere ("
+                     + ", ".join(f"pfn {_h(f.pfn)} mapcount {f.before.mapcount} -> "
+                                 f"{f.after.mapcount}" for f in kept[:4]) + ")")
+        if tables:
+            text += (f"; free_pgtables() freed {_plural(len(tables), 'page-table page')} "
+                     f"({_pfns(f.pfn for f in tables)}) that covered only this range")
+        self.say(text + ".")
+        if self.ch.anon_vmas_removed:
+            self.say("anon_vma " + ", ".join(f"#{i}" for i in self.ch.anon_vmas_removed)
+                     + " freed: no VMA uses it any more (unlink_anon_vmas).")
+
+    # -- mprotect, madvise ------------------------------------------------------------------------
+    def on_mprotect(self):
+        if self.record.error:
+            return
+        start, length, prot = self.op.args[0], self.op.args[1], self.op.args[2]
+        end = start + F.page_align(length)
+        before_p, after_p = self.proc(self.before), self.proc(self.after)
+        fixups = self.calls("mprotect_fixup")
+        if not fixups:
+            self.say("No VMA changed.")
+        for fix in fixups:
+            self.fixup(fix, before_p, after_p)
+        self.protection_ptes(start, end)
+
+    def fixup(self, fix, before_p, after_p):
+        v = _parse_vma(fix.args.get("vma"))
+        s, e = _int(fix.args.get("start")), _int(fix.args.get("end"))
+        if v is None or s is None or e is None:
+            return
+        old = before_p.mm.vma_lookup(v[0]) if before_p else None
+        now = after_p.mm.vma_lookup(s) if after_p else None
+        merge = fix.find("vma_merge_existing_range")
+        splits = [c for c in fix.find_all("split_vma")]
+        modify = fix.find("vma_modify_flags")
+        part = _rng(s, e)
+        if modify is None:
+            if now is not None and old is not None and now.vm_flags != old.vm_flags:
+                self.say(f"{_rng(*v)} covers exactly the range, so its flags were changed in "
+                         f"place: it is now {_vma_text(now)}; no split or merge.")
+            else:
+                self.say(f"{_rng(*v)} already had these permissions: nothing to do.")
+            return
+        if merge is not None and merge.result not in (None, "NULL") and now is not None:
+            prev = _vma_ending_at(before_p, s)
+            nxt = _vma_starting_at(before_p, e)
+            with_prev = prev is not None and now.vm_start == prev.vm_start
+            with_next = nxt is not None and now.vm_end == nxt.vm_end
+            side = ("both neighbours" if with_prev and with_next else
+                    f"the previous VMA {_vma_text(prev)}" if with_prev else
+                    f"the next VMA {_vma_text(nxt)}" if with_next else "a neighbour")
+            nb = prev if with_prev else nxt
+            rest = ""
+            if old is not None and (old.vm_start < s or old.vm_end > e):
+                left = after_p.mm.vma_lookup(old.vm_start if old.vm_start < s else e)
+                if left is not None:
+                    rest = (f"; the rest of the old VMA stays {_vma_text(left)} (it shrank, "
+                            "no split was needed)")
+            why = self.why_merge(nb, now, s, e) if nb is not None else "they are compatible"
+            self.say(f"mprotect changed {part} of {_rng(*v)}: vma_merge_existing_range() "
+                     f"merged it with {side}, because under the new permissions {why}. "
+                     f"The merged VMA is {_vma_text(now)}{rest}.")
+            return
+        why = ""
+        if merge is not None:
+            why = self.existing_no_merge(before_p, old, s, e, fix)
+        if splits:
+            cuts = [_int(c.args.get("addr")) for c in splits]
+            pieces = sorted({v[0], v[1], *[c for c in cuts if c is not None]})
+            parts = []
+            for a, b in zip(pieces, pieces[1:]):
+                vm = after_p.mm.vma_lookup(a) if after_p else None
+                parts.append(_vma_text(vm) if vm is not None else _rng(a, b))
+            self.say(f"mprotect split {_rng(*v)} in {len(pieces) - 1} (split_vma at "
+                     + ", ".join(_h(c) for c in cuts if c is not None) + "): "
+                     + ", ".join(parts) + "." + (f" No merge: {why}." if why else ""))
+        elif now is not None:
+            self.say(f"The whole VMA {_rng(*v)} changed in place to {_vma_text(now)}."
+                     + (f" No merge: {why}." if why else ""))
+
+    def existing_no_merge(self, before_p, old, s, e, fix):
+        if old is None:
+            return ""
+        if old.vm_start < s and old.vm_end > e:
+            return ("the range is in the middle of the VMA, so it touches no neighbour; "
+                    "the VMA is cut in three")
+        newflags = _int(fix.args.get("newflags"))
+        out = []
+        if old.vm_start == s:
+            prev = _vma_ending_at(before_p, s)
+            out.append("no previous VMA touches it" if prev is None else
+                       f"the previous VMA {_vma_text(prev)} "
+                       + _refusal(prev, old, "previous", flags=newflags))
+        if old.vm_end == e:
+            nxt = _vma_starting_at(before_p, e)
+            out.append("no next VMA touches it" if nxt is None else
+                       f"the next VMA {_vma_text(nxt)} "
+                       + _refusal(nxt, old, "next", flags=newflags))
+        return "; ".join(out)
+
+    def protection_ptes(self, start, end):
+        changed = self.ch.ptes_in(self.pid, start, end)
+        if changed:
+            ex = changed[0]
+            self.say(f"change_protection() rewrote {_plural(len(changed), 'present PTE')} "
+                     f"(e.g. {_h(ex.address)}: {pte_text(ex.old)} -> {pte_text(ex.new)}).")
+        else:
+            self.say("No page of the range was present, so no PTE had to change "
+                     "(the new permissions apply at the next fault).")
+
+    def on_madvise(self):
+        if self.record.error:
+            return
+        start, length, advice = self.op.args[0], self.op.args[1], self.op.args[2]
+        end = start + F.page_align(length)
+        name = _madv_name(advice)
+        if advice in (F.MADV_DONTNEED, F.MADV_DONTNEED_LOCKED):
+            self.say(f"{name} dropped the pages of {_rng(start, end)}: the VMA stays, and "
+                     "the next access faults in a fresh zero-filled page (or the file's).")
+            self.zap_summary(self.pid)
+            return
+        vm = [c for c in self.ch.vmas.get(self.pid, [])]
+        if vm:
+            self.say(f"{name} changed the VMA flags: " + "; ".join(
+                str(c).split(": ", 1)[1] for c in vm) + ".")
+        self.generic(skip_vmas=bool(vm))
+
+    def on_mremap(self):
+        if self.record.error:
+            return
+        old_addr, old_size, new_size = self.op.args[:3]
+        new_addr = self.record.result
+        if self.first("move_vma"):
+            self.say(f"mremap moved {_rng(old_addr, old_addr + F.page_align(old_size))} to "
+                     f"{_rng(new_addr, new_addr + F.page_align(new_size))} (move_vma: "
+                     "copy_vma, then move_page_tables carried the PTEs over, no data copied).")
+        elif self.first("expand_vma_in_place") or self.first("vma_merge_extend"):
+            self.say(f"mremap grew the VMA in place to end at "
+                     f"{_h(new_addr + F.page_align(new_size))}, since the space after it was free.")
+        elif self.first("shrink_vma"):
+            self.say(f"mremap shrank the mapping to {_rng(new_addr, new_addr + F.page_align(new_size))}; "
+                     "the tail was unmapped.")
+        self.generic()
+
+    # -- accesses ------------------------------------------------------------------------------
+    def on_write(self):
+        self.access()
+
+    on_read = on_touch = on_write
+
+    def access(self):
+        if self.record.error and self.record.error != "SegmentationFault":
+            return
+        faults = self.calls("exc_page_fault")
+        if self.record.error:
+            return
+        if not faults:
+            fills = [c for c in self.ch.tlb if c.filled]
+            if fills:
+                self.say("No page fault: the page tables already allowed the access; the CPU's "
+                         "TLB missed and cached the translation after a page-table walk.")
+            else:
+                self.say("No page fault: the TLB (or the page tables) already held a "
+                         "translation that allows this access.")
+            if self.ch.frames_changed:
+                self.say(f"Written into pfn {_pfns(self.ch.frames_changed)}.")
+            return
+        for fault in faults:
+            self.fault(fault)
+
+    def fault(self, fault):
+        addr = _int(fault.args.get("address"))
+        write = fault.args.get("write") == "True"
+        kind = "write" if write else "read"
+        vma = None
+        lock = fault.find("lock_vma_under_rcu") or fault.find("lock_mm_and_find_vma")
+        if lock is not None:
+            vma = _parse_vma(lock.result)
+        where = f" in {_rng(*vma)}" if vma else ""
+        head = f"A {kind} fault at {_h(addr)}{where}"
+        if fault.find("expand_downwards") or fault.find("expand_stack_locked"):
+            self.say(f"{head}: the address is just below the stack, so the stack VMA grew "
+                     "down to cover it (expand_downwards).")
+            head = "Then the fault"
+        dap = fault.find("do_anonymous_page")
+        wp = fault.find("do_wp_page")
+        swap = fault.find("do_swap_page")
+        dofault = fault.find("do_fault")
+        special = fault.find("special_mapping_fault")
+        pte = self.ch.pte_change(self.pid, addr) if addr is not None else None
+        if dap is not None:
+            prep = dap.find("__anon_vma_prepare")
+            alloc = dap.find("alloc_anon_folio")
+            if alloc is None:
+                self.say(f"{head}: nothing was mapped there yet, so do_anonymous_page() "
+                         "mapped the shared zero page read-only (pfn 0x1); no frame is "
+                         "allocated until the first write.")
+                return
+            pfn = _parse_pfn(alloc.result)
+            text = (f"{head}: first touch of an anonymous page (do_anonymous_page)."
+                    + _anon_vma_prepared(dap))
+            text += (f" A zeroed frame, pfn {_h(pfn) if pfn is not None else '?'}, was "
+                     "allocated, added to the reverse map (folio_add_new_anon_rmap) and mapped "
+                     + (f"({pte_text(pte.old)} -> {pte_text(pte.new)})." if pte else "writable."))
+            self.say(text)
+            return
+        if wp is not None:
+            self.say(self.cow_sentence(head, wp))
+            return
+        if swap is not None:
+            slot = swap.args.get("entry") or ""
+            self.say(f"{head}: the PTE held a swap entry, so do_swap_page() read the page "
+                     f"back{(' from ' + slot) if slot else ''}"
+                     + (f" into pfn {_h(pte.new_pfn)}" if pte and pte.new else "") + ".")
+            return
+        if dofault is not None:
+            self.say(self.file_fault_sentence(head, dofault, pte))
+            return
+        if special is not None:
+            self.say(f"{head}: a special mapping ([vdso]/[vvar]) supplied its page "
+                     "(special_mapping_fault).")
+            return
+        if fault.find("do_sigbus"):
+            self.say(f"{head}: past the end of the file: SIGBUS.")
+            return
+        if fault.error is None and pte is None:
+            self.say(f"{head}: the PTE already allowed it (another thread or an earlier "
+                     "page of the access had faulted it in); the fault only refilled the TLB.")
+
+    def cow_sentence(self, head, wp):
+        reuse_check = wp.find("wp_can_reuse_anon_folio")
+        copy = wp.find("wp_page_copy")
+        reuse = wp.find("wp_page_reuse")
+        shared = wp.find("wp_page_shared")
+        if shared is not None:
+            return (f"{head}: a write to a read-only PTE of a shared mapping: "
+                    "wp_page_shared() made it writable and marked the page dirty (no copy: "
+                    "MAP_SHARED writes go to the page cache).")
+        if copy is not None:
+            old = _parse_pfn(copy.args.get("old"))
+            new = None
+            pre = copy.find("folio_prealloc")
+            if pre is not None:
+                new = _parse_pfn(pre.result)
+            newtxt = _h(new) if new is not None else "?"
+            if old is None or old == 1:
+                return (f"{head}: the PTE mapped the shared zero page read-only, which is "
+                        f"never written; do_wp_page() -> wp_page_copy() gave the process a "
+                        f"zeroed frame of its own, pfn {newtxt}, mapped writable."
+                        + _anon_vma_prepared(copy))
+            why = ""
+            if reuse_check is not None:
+                notes = " ".join(reuse_check.changes)
+                m = re.search(r"refcount (\d+)", notes)
+                why = (f" because pfn {_h(old)} is shared (refcount {m.group(1)})" if m else
+                       f" because pfn {_h(old)} is still shared")
+            fc = self.ch.frame_change(old) if old is not None else None
+            after = (f"; pfn {_h(old)} is now mapped {fc.after.mapcount} time(s)"
+                     if fc is not None and fc.after.kind != "free" else
+                     f"; pfn {_h(old)} was freed" if fc is not None else "")
+            return (f"{head}: copy-on-write. The PTE was read-only although the VMA is "
+                    f"writable, so do_wp_page() ran; wp_page_copy() copied the page{why} "
+                    f"into a new frame, pfn {newtxt}, and pointed this process's PTE at it "
+                    f"(writable){after}. The old translation was flushed from the TLB "
+                    "(ptep_clear_flush).")
+        if reuse is not None:
+            page = _parse_pfn(reuse.args.get("page"))
+            return (f"{head}: the PTE was read-only (copy-on-write since a fork), but "
+                    f"wp_can_reuse_anon_folio() found pfn {_h(page) if page is not None else '?'} "
+                    "used by this process alone (refcount 1), so wp_page_reuse() just made "
+                    "the PTE writable again: no copy.")
+        return f"{head}: handled by do_wp_page()."
+
+    def file_fault_sentence(self, head, dofault, pte):
+        if dofault.find("do_cow_fault"):
+            return (f"{head}: a private file mapping written for the first time: "
+                    "do_cow_fault() copied the file's page (via the page cache) into a "
+                    "private anonymous frame"
+                    + (f" (pfn {_h(pte.new_pfn)})" if pte and pte.new else "")
+                    + "; the file itself is not changed." + _anon_vma_prepared(dofault))
+        if dofault.find("do_shared_fault"):
+            return (f"{head}: do_shared_fault() mapped the file's page-cache page writable "
+                    "and marked it dirty: the write will reach the file.")
+        around = dofault.find("do_fault_around")
+        mapped = [c for c in self.ch.ptes if c.pid == self.pid and c.new and not c.old]
+        text = (f"{head}: do_read_fault() mapped the file's page from the page cache "
+                "(filemap_fault")
+        if dofault.find("do_sync_mmap_readahead"):
+            text += ", with read-around"
+        text += ")"
+        if around is not None and len(mapped) > 1:
+            text += (f"; fault-around (do_fault_around) mapped {_plural(len(mapped), 'page')} "
+                     "already in the cache at once")
+        return text + "."
+
+    # -- processes -------------------------------------------------------------------------------
+    def on_fork(self):
+        if self.record.error:
+            return
+        child = self.ch.pids_added[0] if self.ch.pids_added else None
+        if child is None:
+            return
+        vmas = self.ch.vmas.get(child, [])
+        forks = self.calls("anon_vma_fork")
+        new_avs = self.ch.anon_vmas_added
+        self.say(f"fork created pid {child}: dup_mmap() copied {_plural(len(vmas), 'VMA')} "
+                 f"of pid {self.pid}.")
+        if new_avs:
+            self.say(f"anon_vma_fork() linked each child VMA that has anonymous pages to the "
+                     f"parent's anon_vmas and gave it a new anon_vma of its own ("
+                     + ", ".join(f"#{i}" for i in new_avs) + "), so rmap can find both "
+                     "the shared and the future private pages.")
+        elif forks:
+            self.say("No VMA had an anon_vma yet, so no anon_vma was created.")
+        wp = [c for c in self.ch.ptes if c.pid == self.pid and c.old and c.new
+              and c.old != c.new]
+        shared = [f for f in self.ch.frames if f.kind == "changed" and "mapcount" in f.fields]
+        if shared:
+            self.say(f"copy_pte_range() shared {_plural(len(shared), 'page')} with the child "
+                     f"(mapcount up: pfn {_pfns(f.pfn for f in shared)})"
+                     + (f" and write-protected {_plural(len(wp), 'parent PTE')} for "
+                        "copy-on-write: the first write by either process will copy the page"
+                        if wp else "") + ".")
+        else:
+            self.say("No anonymous page was present, so no PTE was copied.")
+
+    def on_exit(self):
+        if self.record.error:
+            return
+        pid = self.pid
+        if pid not in self.ch.pids_removed:
+            self.say(f"Thread {self.op.target} exited; its CPU went idle and the address "
+                     "space stays with the other threads.")
+            return
+        vmas = self.ch.vmas.get(pid, [])
+        self.say(f"pid {pid} exited: exit_mmap() unmapped all {_plural(len(vmas), 'VMA')} "
+                 "and freed its page tables.")
+        freed = [f for f in self.ch.frames if f.kind == "freed" and f.before.kind not in ("pgtable",)]
+        kept = [f for f in self.ch.frames if f.kind == "changed" and "mapcount" in f.fields]
+        if freed:
+            self.say(f"{_plural(len(freed), 'frame')} it alone used went back to the free list "
+                     f"({_pfns(f.pfn for f in freed)}).")
+        if kept:
+            self.say(f"{_plural(len(kept), 'frame')} stayed because other processes still map "
+                     "them (" + ", ".join(f"pfn {_h(f.pfn)} mapcount {f.before.mapcount} -> "
+                                         f"{f.after.mapcount}" for f in kept[:4]) + ").")
+        if self.ch.anon_vmas_removed:
+            self.say("anon_vma " + ", ".join(f"#{i}" for i in self.ch.anon_vmas_removed)
+                     + " freed (unlink_anon_vmas).")
+
+    on_kill = on_exit
+
+    def on_spawn(self):
+        if self.ch.pids_added:
+            pid = self.ch.pids_added[0]
+            self.say(f"A new process, pid {pid}, as after exec: "
+                     f"{_plural(len(self.ch.vmas.get(pid, [])), 'VMA')} (the binary's "
+                     "segments, [heap], [vvar], [vvar_vclock], [vdso], [stack]).")
+
+    def on_clone_thread(self):
+        if not self.record.error and self.record.result is not None:
+            t = self.record.result
+            tid = getattr(t, "tid", t)
+            self.say(f"Thread {tid} shares pid {self.pid}'s address space (CLONE_VM): no VMA, "
+                     "page table or frame was copied.")
+
+    def on_switch_to(self):
+        self.say("A context switch: the CPU loads the next task's page tables "
+                 "(switch_mm_irqs_off).")
+
+    def on_reclaim(self):
+        freed = self.record.result
+        out = [f for f in self.ch.frames if f.kind == "freed"]
+        self.say(f"Reclaim freed {_plural(freed or 0, 'frame')} "
+                 f"({_pfns(f.pfn for f in out)})" if out else
+                 "Reclaim found nothing to free.")
+        if self.ch.swap_added:
+            self.say(f"{_plural(len(self.ch.swap_added), 'page')} went to swap slots "
+                     f"{_pfns(self.ch.swap_added)}; their PTEs now hold swap entries.")
+
+    # -- the rest ----------------------------------------------------------------------------
+    def generic(self, skip_vmas=False):
+        if self.record.error:
+            return
+        if not skip_vmas:
+            for c in self.ch.vma_list:
+                self.say(str(c) + ".")
+        ptes = [c for c in self.ch.ptes]
+        if ptes and self.op.call not in ("mremap",):
+            self.say(f"{_plural(len(ptes), 'PTE')} changed, e.g. {ptes[0]}.")
+
+    def tlb(self):
+        flushes = self.record.tlb_flushes
+        if not flushes:
+            return
+        groups = {}
+        for f in flushes:
+            groups.setdefault((f.cause, f.pid), []).append(f)
+        for (cause, pid), group in groups.items():
+            self.say(_tlb_sentence(cause, pid, group, self.calls("flush_tlb_mm_range")))
+
+    def summary(self):
+        ch = self.ch
+        bits = []
+        if ch.vma_list:
+            kinds = {}
+            for c in ch.vma_list:
+                k = ("added" if "added" in c.kinds else "removed" if "removed" in c.kinds
+                     else "changed")
+                kinds[k] = kinds.get(k, 0) + 1
+            bits.append(", ".join(f"{_plural(n, 'VMA')} {k}" for k, n in kinds.items()))
+        if ch.ptes:
+            bits.append(_plural(len(ch.ptes), "PTE") + " changed")
+        for kind in ("allocated", "freed"):
+            frames = [f for f in ch.frames if f.kind == kind]
+            side = "after" if kind == "allocated" else "before"
+            tables = sum(1 for f in frames if getattr(f, side).kind == "pgtable")
+            data = len(frames) - tables
+            if data:
+                bits.append(f"{_plural(data, 'frame')} {kind}")
+            if tables:
+                bits.append(f"{_plural(tables, 'page-table page')} {kind}")
+        if ch.anon_vmas_added:
+            bits.append(f"{_plural(len(ch.anon_vmas_added), 'anon_vma')} created")
+        if ch.anon_vmas_removed:
+            bits.append(f"{_plural(len(ch.anon_vmas_removed), 'anon_vma')} freed")
+        if bits:
+            self.say("In all: " + "; ".join(bits) + ".")
+        elif not self.record.tlb_flushes and self.op.call not in ("read", "write", "touch"):
+            self.say("Nothing in memory changed.")
+
+
+def _anon_vma_prepared(call):
+    """`` The VMA had no anon_vma, so ...`` when ``call`` ran __anon_vma_prepare()."""
+    prep = call.find("__anon_vma_prepare")
+    if prep is None:
+        return ""
+    found = prep.find("find_mergeable_anon_vma")
+    created = prep.find("anon_vma_alloc")
+    if created is not None:
+        av = _ANON_VMA_RE.search(created.result or "")
+        text = (f" The VMA had no anon_vma, so __anon_vma_prepare() created anon_vma "
+                f"#{av.group(1) if av else '?'} and linked the VMA to it with an "
+                "anon_vma_chain")
+        if found is not None and found.result in (None, "NULL"):
+            text += " (no neighbour had one it could share)"
+        return text + "."
+    if found is not None:
+        av = _ANON_VMA_RE.search(found.result or "")
+        return (f" The VMA had no anon_vma and took anon_vma #{av.group(1) if av else '?'} "
+                "of a neighbour (find_mergeable_anon_vma), so the two VMAs can still merge.")
+    return ""
+
+
+def _pages(n):
+    return "all its entries" if n == -1 else _plural(n, "page")
+
+
+def _tlb_sentence(cause, pid, group, range_calls):
+    """One step's tlb_flush records of one cause, in words."""
+    if cause == "context switch" or all(f.reason == "TLB_FLUSH_ON_TASK_SWITCH" for f in group):
+        cpus = ", ".join(str(f.cpu) for f in group)
+        if not pid:
+            return (f"TLB: CPU {cpus} left the address space (switched to init_mm), "
+                    "flush on task switch.")
+        return (f"TLB: CPU {cpus} switched to pid {pid}'s address space and flushed that "
+                "PCID's stale entries (flush on task switch).")
+    local = [f for f in group if f.reason in ("TLB_LOCAL_MM_SHOOTDOWN", "TLB_LOCAL_SHOOTDOWN")]
+    sent = [f for f in group if f.reason == "TLB_REMOTE_SEND_IPI"]
+    remote = [f for f in group if f.reason == "TLB_REMOTE_SHOOTDOWN"]
+    who = f"pid {pid}'s " if pid else ""
+    text = f"TLB: {cause} changed {who}translations"
+    if local:
+        text += ", so CPU " + ", ".join(f"{f.cpu} flushed {_pages(f.pages)} locally "
+                                       f"({REASON_TEXT[f.reason]})" for f in local)
+    if remote:
+        cpus = ", ".join(str(f.cpu) for f in remote)
+        sender = ", ".join(str(f.cpu) for f in sent) or "the kernel"
+        text += (f"; CPU {sender} sent a flush IPI (remote IPI send) to CPU {cpus}, which "
+                 f"flushed {_pages(remote[0].pages)} (remote shootdown): CPU {cpus} was "
+                 "running this address space and could still hold the old translations. "
+                 "That is a TLB shootdown")
+    elif sent:
+        text += ("; an IPI went to the other CPUs in mm_cpumask (remote IPI send)")
+    if any(f.pages == -1 for f in local + remote):
+        if cause == "fork":
+            text += ("; fork flushes the parent's whole address space (flush_tlb_mm), "
+                     "since it write-protected its PTEs")
+        elif any(c.args.get("freed_tables") == "True" for c in range_calls):
+            text += "; page tables were freed, so the whole address space was flushed"
+        elif cause not in ("exit",):
+            text += (f"; more than {TLB_SINGLE_PAGE_FLUSH_CEILING} pages make a full flush "
+                     "cheaper than page by page")
+    return text + "."
+
+
+def _memory_changed(ch):
+    """Did the step change VMAs, page tables, frames or rmap (TLB refills aside)?"""
+    return bool(ch.vma_list or ch.ptes or ch.frames or ch.anon_vmas_added
+                or ch.anon_vmas_removed or ch.pids_added or ch.pids_removed or ch.brk
+                or ch.swap_added or ch.swap_removed)
+
+
+def _error_words(error):
+    if error.startswith("-E"):
+        return error[1:]
+    return {"SegmentationFault": "SIGSEGV", "BusError": "SIGBUS",
+            "ProcessKilled": "the process was killed (SIGKILL)"}.get(error, error)
+
+
+def _vma_ending_at(proc, addr):
+    if proc is None:
+        return None
+    v = proc.mm.find_vma(addr - 1) if addr else None
+    return v if v is not None and v.vm_end == addr else None
+
+
+def _vma_starting_at(proc, addr):
+    if proc is None:
+        return None
+    v = proc.mm.find_vma(addr)
+    return v if v is not None and v.vm_start == addr else None
+
+
+def _refusal(nb, new, side, flags=None):
+    """Why ``new`` (with ``flags`` if given) cannot merge with its neighbour ``nb``, in the
+    kernel's order of checks (mm/vma.c: is_mergeable_vma, is_mergeable_anon_vma, pgoff)."""
+    flags = new.vm_flags if flags is None else flags
+    if (nb.vm_flags | flags) & F.VM_SPECIAL:
+        return ("is a special mapping (" + "|".join(
+            F.vm_flags_names((nb.vm_flags | flags) & F.VM_SPECIAL)) + "): no merge")
+    diff = (nb.vm_flags ^ flags) & ~F.VM_SOFTDIRTY
+    if diff:
+        mine = _perms(flags, new)
+        if diff & (F.VM_READ | F.VM_WRITE | F.VM_EXEC | F.VM_SHARED | F.VM_MAYSHARE):
+            return f"has other permissions ({nb.perms()} vs {mine})"
+        text = "has other flags (" + ", ".join(F.vm_flags_names(diff)) + " differ"
+        if diff & F.VM_ACCOUNT:
+            text += ("; VM_ACCOUNT marks memory charged to the commit limit, which a "
+                     "private writable mapping is, and mprotect keeps the charge of a VMA "
+                     "that already has an anon_vma")
+        return text + ")"
+    if nb.vm_file is not new.vm_file and (nb.vm_file is None or new.vm_file is None
+                                           or nb.vm_file.path != new.vm_file.path):
+        a = nb.vm_file.path if nb.vm_file else "anonymous memory"
+        b = new.vm_file.path if new.vm_file else "anonymous memory"
+        return f"maps something else ({a}, not {b})"
+    if nb.anon_vma is not None and new.anon_vma is not None and nb.anon_vma.id != new.anon_vma.id:
+        return (f"has another anon_vma (#{nb.anon_vma.id} vs #{new.anon_vma.id}): their pages "
+                "are filed under different anon_vmas")
+    if nb.anon_vma is not None and len(nb.anon_vma_chain) != 1:
+        return ("was forked and still shares pages with its parent (its anon_vma_chain "
+                "has the parent's anon_vmas), so it cannot take in the range")
+    if side == "previous" and nb.vm_pgoff + nb.pages() != new.vm_pgoff:
+        return (f"is not contiguous in the file (its pages end at offset "
+                f"{_h(nb.vm_pgoff + nb.pages())}, the range starts at {_h(new.vm_pgoff)})")
+    if side == "next" and new.vm_pgoff + new.pages() != nb.vm_pgoff:
+        return (f"is not contiguous in the file (the range ends at offset "
+                f"{_h(new.vm_pgoff + new.pages())}, it starts at {_h(nb.vm_pgoff)})")
+    return "could not merge"
+
+
+def _perms(flags, vma):
+    return (("r" if flags & F.VM_READ else "-") + ("w" if flags & F.VM_WRITE else "-")
+            + ("x" if flags & F.VM_EXEC else "-") + ("s" if flags & F.VM_MAYSHARE else "p"))
+
+
+# -- the call tree as a view --------------------------------------------------------------
+
+def trace_rows(record, depth=None):
+    """The step's call tree as rows ``(depth, func, args, result, changes, hidden)``:
+    ``args`` a dict of texts, ``result`` the return value or error text (or ``None``),
+    ``changes`` the state changes the call made itself, ``hidden`` how many calls below it
+    were cut off by ``depth`` (0 if none). Empty when the step has no tree."""
+    _check_depth(depth)
+    if record.trace is None:
+        return []
+    rows = []
+    _rows(record.trace, 0, depth, rows)
+    return rows
+
+
+def _count(call):
+    return sum(1 for _ in call.walk()) - 1
+
+
+def _rows(call, level, depth, rows):
+    value = call.error if call.error is not None else call.result
+    if depth is not None and level >= depth:
+        rows.append((level, call.func, dict(call.args), value, [], _count(call)))
+        return
+    rows.append((level, call.func, dict(call.args), value, call.changes, 0))
+    for child in call.children:
+        _rows(child, level + 1, depth, rows)
+
+
+def _check_depth(depth):
+    if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool)
+                              or depth < 1):
+        raise ValueError(f"depth must be None or a positive int, got {depth!r}")
+
+
+def trace_view(record, depth=None, args=True, cpu=0):
+    """The step's kernel call tree in ftrace's function_graph style, as text.
+
+    :param depth: show calls down to this many levels below the step's own call (``None``:
+        all); a call whose callees are cut off ends with ``/* N calls below */``.
+    :param args: show the arguments (off for shorter lines).
+    :param cpu: the number in the ``CPU)`` column.
+    """
+    if not hasattr(record, "trace"):
+        raise TypeError(f"record must be a StepRecord, not {type(record).__name__}")
+    _check_depth(depth)
+    if record.trace is None:
+        return "(no call tree: this machine runs with trace=False)"
+    lines = []
+    prefix = f"{cpu:>2})               |  "
+    _render(record.trace, 0, depth, prefix, args, lines)
+    return "\n".join(lines)
+
+
+def _render(call, level, depth, prefix, args, lines):
+    pad = prefix + "  " * level
+    sig = call.func + ("(" + ", ".join(f"{k}={v}" for k, v in call.args.items()) + ")"
+                       if args else "()")
+    value = call.error if call.error is not None else call.result
+    cut = depth is not None and level >= depth
+    hidden = _count(call) if cut else 0
+    if cut or (not call.body and not call.dropped and not call.dropped_calls):
+        tail = f" /* = {value} */" if value is not None else ""
+        below = f" /* {_plural(hidden, 'call')} below */" if hidden else ""
+        lines.append(f"{pad}{sig};{tail}{below}")
+        return
+    lines.append(f"{pad}{sig} {{")
+    inner = pad + "  "
+    for item in call.body:
+        if isinstance(item, str):
+            lines.append(f"{inner}/* {item} */")
+        else:
+            _render(item, level + 1, depth, prefix, args, lines)
+    if call.dropped_calls:
+        lines.append(f"{inner}/* ... and {call.dropped_calls} more call(s), not recorded */")
+    if call.dropped:
+        lines.append(f"{inner}/* ... and {call.dropped} more change(s) */")
+    tail = f" /* {call.func} = {value} */" if value is not None else ""
+    lines.append(f"{pad}}}{tail}")
