@@ -180,3 +180,18 @@ def test_text_names_every_vma_chain_and_mapping():
 def test_not_a_machine():
     with pytest.raises(TypeError, match="Machine"):
         rmap_graph(object())
+
+
+def test_crowded_kinds_are_unlabelled_unless_asked():
+    m, p, base = many_vmas(3, 50)
+    ax = draw_rmap(m)
+    g = ax.rmap_graph
+    gids = {t.get_gid() for t in ax.texts if t.get_gid()}
+    assert {f"label:mm:{q.pid}" for q in m.processes} <= gids
+    assert not any(x.startswith("label:vma:") for x in gids)      # 150 VMAs: too many
+    sel = f"vma:{p.pid}:{base:#x}"
+    ax = draw_rmap(m, ax=ax, highlight=sel)
+    assert f"label:{sel}" in {t.get_gid() for t in ax.texts}
+    ax = draw_rmap(m, ax=ax, labels=True)
+    labelled = {t.get_gid() for t in ax.texts if t.get_gid()}
+    assert labelled == {f"label:{n}" for n, k in g.nodes(data="kind") if k != "avc"}
