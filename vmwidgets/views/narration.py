@@ -264,6 +264,10 @@ class _Narrator:
         if not _memory_changed(self.ch):
             self.say("Nothing changed: the kernel refused the call before touching the "
                      "address space.")
+        else:
+            lines = [line for line in self.ch.lines() if not line.startswith(("CPU ", "tlb_flush"))]
+            self.say("Part of the work was done before the failure, and Linux does not undo "
+                     "it: " + "; ".join(lines[:6]) + (" ..." if len(lines) > 6 else "") + ".")
 
     def segfault(self, reason):
         m = re.match(r"SIGSEGV \((SEGV_\w+)\) on (\w+) at (0x[0-9a-f]+): (.*)", reason or "")
@@ -344,14 +348,34 @@ class _Narrator:
             who = (f"merged the range into the previous VMA {_vma_text(prev)}, which grew "
                    f"up to {_vma_text(now)}")
             why = self.why_merge(prev, now, start, end)
+            other = self.other_side(before_p, now, start, end, True, False)
+            if other:
+                why += "; " + other
         elif right:
             who = (f"merged the range into the next VMA {_vma_text(nxt)}, which grew down "
                    f"to {_vma_text(now)}")
             why = self.why_merge(nxt, now, start, end)
+            other = self.other_side(before_p, now, start, end, False, True)
+            if other:
+                why += "; " + other
         else:
             t = f" {_rng(*target)}" if target else ""
             return f"No new VMA: {func}() expanded the existing VMA{t} to {_vma_text(now)}."
         return f"No new VMA: {func}() {who}, because {why}."
+
+    def other_side(self, before_p, now, start, end, with_prev, with_next, flags=None):
+        """Why a merge on one side did not take in the touching VMA on the other side."""
+        if with_prev and not with_next:
+            nxt = _vma_starting_at(before_p, end)
+            if nxt is not None:
+                return (f"it did not also merge with the next VMA {_vma_text(nxt)}, which "
+                        + _refusal(nxt, now, "next", flags=flags))
+        if with_next and not with_prev:
+            prev = _vma_ending_at(before_p, start)
+            if prev is not None:
+                return (f"it did not also merge with the previous VMA {_vma_text(prev)}, "
+                        "which " + _refusal(prev, now, "previous", flags=flags))
+        return ""
 
     def why_merge(self, neighbour, now, start, end, both=False):
         parts = ["the range and both neighbours touch" if both else "they touch",
@@ -513,7 +537,14 @@ class _Narrator:
                 if left is not None:
                     rest = (f"; the rest of the old VMA stays {_vma_text(left)} (it shrank, "
                             "no split was needed)")
-            why = self.why_merge(nb, now, s, e) if nb is not None else "they are compatible"
+            why = (self.why_merge(nb, now, s, e, both=with_prev and with_next)
+                   if nb is not None else "they are compatible")
+            if old is not None and old.vm_start == s and old.vm_end == e:
+                rest = (f"; the VMA {_rng(*v)} itself was absorbed and freed")
+            other = self.other_side(before_p, now, s, e, with_prev, with_next,
+                                    flags=_int(fix.args.get("newflags")))
+            if other:
+                rest += "; " + other
             self.say(f"mprotect changed {part} of {_rng(*v)}: vma_merge_existing_range() "
                      f"merged it with {side}, because under the new permissions {why}. "
                      f"The merged VMA is {_vma_text(now)}{rest}.")
@@ -612,18 +643,63 @@ class _Narrator:
         if self.record.error:
             return
         if not faults:
+            stale = self.stale_hits()
             fills = [c for c in self.ch.tlb if c.filled]
-            if fills:
+            if stale:
+                self.say("No page fault, but not because the page tables allow it: " + "; ".join(stale)
+                         + ". The CPU used a stale TLB entry that a flush should have removed.")
+            elif fills:
                 self.say("No page fault: the page tables already allowed the access; the CPU's "
                          "TLB missed and cached the translation after a page-table walk.")
             else:
                 self.say("No page fault: the TLB (or the page tables) already held a "
                          "translation that allows this access.")
+            ad = [c for c in self.ch.ptes if c.old and c.new and not (
+                (c.old ^ c.new) & ~(F._PAGE_ACCESSED | F._PAGE_DIRTY))]
+            if ad:
+                self.say(f"The CPU's page-table walk set the accessed/dirty bits of "
+                         f"{_plural(len(ad), 'PTE')} ({ad[0]}), as x86 hardware does.")
             if self.ch.frames_changed:
                 self.say(f"Written into pfn {_pfns(self.ch.frames_changed)}.")
             return
         for fault in faults:
             self.fault(fault)
+
+    def stale_hits(self):
+        """Pages of this access whose PTE (before the step) does not map them, although the
+        access succeeded without a fault: served by a stale TLB entry."""
+        from ..core import pgtable
+        before_p = self.proc(self.before)
+        if before_p is None or len(self.op.args) < 2:
+            return []
+        addr = self.op.args[0]
+        size = len(self.op.args[1]) if isinstance(self.op.args[1], (bytes, bytearray)) else (
+            self.op.args[1] if isinstance(self.op.args[1], int) and self.op.call == "read" else 1)
+        out = []
+        page = addr & ~(PAGE - 1)
+        while page < addr + max(size, 1) and len(out) < 4:
+            pte = pgtable.get_pte(before_p.mm, page)
+            if not pgtable.pte_present(pte):
+                task = next((t for t in [before_p, *before_p.threads]
+                             if t.tid == self.op.target), before_p)
+                cpu = task.cpu
+                entry = None
+                if cpu is not None:
+                    c = self.before.cpus[cpu]
+                    entry = c.tlb.peek(c.pcid(), page >> F.PAGE_SHIFT)
+                where = f"CPU {cpu}'s TLB still mapped {_h(page)}"
+                if entry is not None:
+                    frame = self.before.phys.pages[entry.pfn]
+                    where += f" to pfn {_h(entry.pfn)}"
+                    if frame.kind == "free":
+                        where += ", a frame that is free now"
+                    else:
+                        where += (f", a frame now reused as another {frame.kind} page "
+                                  f"(mapcount {frame.mapcount})")
+                out.append(f"the page table has no entry for {_h(page)} ({pte_text(pte)}), "
+                           f"yet {where}")
+            page += PAGE
+        return out
 
     def fault(self, fault):
         addr = _int(fault.args.get("address"))
@@ -665,10 +741,18 @@ class _Narrator:
             self.say(self.cow_sentence(head, wp))
             return
         if swap is not None:
-            slot = swap.args.get("entry") or ""
-            self.say(f"{head}: the PTE held a swap entry, so do_swap_page() read the page "
-                     f"back{(' from ' + slot) if slot else ''}"
-                     + (f" into pfn {_h(pte.new_pfn)}" if pte and pte.new else "") + ".")
+            cached = swap.find("swap_cache_get_folio")
+            slot = cached.args.get("slot") if cached is not None else None
+            where = f" ({slot})" if slot else ""
+            if cached is not None and cached.result not in (None, "NULL"):
+                how = (f"found the page still in the swap cache{where}, as {cached.result}: "
+                       "no I/O (another process had already read it back)")
+            else:
+                how = (f"read the page back from swap{where}"
+                       + (f" into a new frame, pfn {_h(pte.new_pfn)}" if pte and pte.new else ""))
+            self.say(f"{head}: the PTE held a swap entry, so do_swap_page() {how}"
+                     + (f"; the PTE now maps it ({pte_text(pte.new)})" if pte and pte.new else "")
+                     + ".")
             return
         if dofault is not None:
             self.say(self.file_fault_sentence(head, dofault, pte))
@@ -760,14 +844,25 @@ class _Narrator:
         vmas = self.ch.vmas.get(child, [])
         forks = self.calls("anon_vma_fork")
         new_avs = self.ch.anon_vmas_added
+        reused = []
+        for call in forks:
+            if call.find("anon_vma_alloc") is None:
+                for note in call.find("anon_vma_clone").all_changes() if call.find("anon_vma_clone") else []:
+                    if ".anon_vma = anon_vma#" in note:
+                        reused.append(note.rsplit("#", 1)[1])
         self.say(f"fork created pid {child}: dup_mmap() copied {_plural(len(vmas), 'VMA')} "
                  f"of pid {self.pid}.")
         if new_avs:
-            self.say(f"anon_vma_fork() linked each child VMA that has anonymous pages to the "
-                     f"parent's anon_vmas and gave it a new anon_vma of its own ("
-                     + ", ".join(f"#{i}" for i in new_avs) + "), so rmap can find both "
-                     "the shared and the future private pages.")
-        elif forks:
+            self.say("anon_vma_fork() linked each child VMA that has anonymous pages to the "
+                     "parent's anon_vmas (anon_vma_clone) and gave it a new anon_vma of its "
+                     "own (" + ", ".join(f"#{i}" for i in new_avs) + "), so rmap finds the "
+                     "shared pages through the parent's and the child's future private "
+                     "pages through its own.")
+        if reused:
+            self.say("anon_vma_fork() reused an anon_vma that no VMA uses any more instead "
+                     "of allocating one (" + ", ".join(f"#{i}" for i in reused) + "; an "
+                     "idle anon_vma on the chain, left by an exited process).")
+        if not new_avs and not reused and forks:
             self.say("No VMA had an anon_vma yet, so no anon_vma was created.")
         wp = [c for c in self.ch.ptes if c.pid == self.pid and c.old and c.new
               and c.old != c.new]
@@ -822,18 +917,56 @@ class _Narrator:
                      "page table or frame was copied.")
 
     def on_switch_to(self):
-        self.say("A context switch: the CPU loads the next task's page tables "
-                 "(switch_mm_irqs_off).")
+        cpu, task = (list(self.op.args) + [None, None])[:2]
+        if task is None:
+            self.say(f"CPU {cpu} goes idle; it keeps the old address space loaded in lazy-TLB "
+                     "mode (no flush now; it catches up if it comes back).")
+        else:
+            self.say(f"A context switch on CPU {cpu} to task {task}: switch_mm_irqs_off() loads "
+                     "its page tables (CR3) with the PCID of its ASID slot.")
 
     def on_reclaim(self):
-        freed = self.record.result
-        out = [f for f in self.ch.frames if f.kind == "freed"]
-        self.say(f"Reclaim freed {_plural(freed or 0, 'frame')} "
-                 f"({_pfns(f.pfn for f in out)})" if out else
-                 "Reclaim found nothing to free.")
+        freed = [f for f in self.ch.frames if f.kind == "freed" and f.before.kind != "pgtable"]
+        if not freed:
+            self.say("Reclaim found nothing it could free.")
+            return
+        unmapped = [c for c in self.ch.ptes if c.old and (not c.new or c.new != c.old)]
+        pids = sorted({c.pid for c in unmapped})
+        self.say(f"Reclaim freed {_plural(len(freed), 'frame')} ({_pfns(f.pfn for f in freed)}), "
+                 "oldest on the LRU first (shrink_folio_list).")
+        if unmapped:
+            self.say(f"For each mapped frame, try_to_unmap() walked the reverse map (rmap_walk) "
+                     f"to every PTE mapping it: {_plural(len(unmapped), 'PTE')} cleared or "
+                     f"turned into swap entries in {_plural(len(pids), 'process', 'processes')} "
+                     f"(pid {', '.join(map(str, pids))}).")
         if self.ch.swap_added:
-            self.say(f"{_plural(len(self.ch.swap_added), 'page')} went to swap slots "
-                     f"{_pfns(self.ch.swap_added)}; their PTEs now hold swap entries.")
+            self.say(f"{_plural(len(self.ch.swap_added), 'anonymous page')} went to swap "
+                     f"(slot {_pfns(self.ch.swap_added)}); the next access faults them back in "
+                     "(do_swap_page).")
+
+    def on_inject_skip_flush(self):
+        cause = self.op.args[0] if self.op.args else self.op.kwargs.get("cause")
+        self.say("Fault injection: the next TLB flush"
+                 + (f" made for {cause}" if cause else "")
+                 + " will be skipped, as if the kernel forgot it; the page tables will change "
+                 "but the TLBs keep their entries.")
+
+    def on_set_sysctl(self):
+        if not self.record.error and len(self.op.args) >= 2:
+            self.say(f"sysctl -w {self.op.args[0]}={self.op.args[1]}.")
+
+    def on_advance_time(self):
+        self.say("Time passed (jiffies advanced); only the TLB code cares: mm_cpumask is "
+                 "trimmed at most once a second.")
+
+    def on_create_file(self):
+        if not self.record.error and self.op.args:
+            self.say(f"{self.op.args[0]} now exists in the machine's filesystem.")
+
+    def on_open(self):
+        pass
+
+    on_close = on_open
 
     # -- the rest ----------------------------------------------------------------------------
     def generic(self, skip_vmas=False):
@@ -848,6 +981,12 @@ class _Narrator:
 
     def tlb(self):
         flushes = self.record.tlb_flushes
+        if self.trace is not None:
+            skipped = [n for _, c in self.trace.walk() for n in c.changes if "INJECTED" in n]
+            if skipped:
+                self.say("No TLB flush was made: the flush was skipped on purpose "
+                         "(inject_skip_flush), so CPUs that cached the old translations still "
+                         "use them: a stale TLB entry can reach the freed frame.")
         if not flushes:
             return
         groups = {}
@@ -928,8 +1067,18 @@ def _tlb_sentence(cause, pid, group, range_calls):
     who = f"pid {pid}'s " if pid else ""
     text = f"TLB: {cause} changed {who}translations"
     if local:
-        text += ", so CPU " + ", ".join(f"{f.cpu} flushed {_pages(f.pages)} locally "
-                                       f"({REASON_TEXT[f.reason]})" for f in local)
+        per_cpu = {}
+        for f in local:
+            per_cpu.setdefault((f.cpu, f.reason), []).append(f.pages)
+        parts = []
+        for (cpu, reason), pages in per_cpu.items():
+            if len(pages) == 1:
+                parts.append(f"CPU {cpu} flushed {_pages(pages[0])} locally ({REASON_TEXT[reason]})")
+            else:
+                total = "all its entries" if -1 in pages else _plural(sum(pages), "page")
+                parts.append(f"CPU {cpu} flushed locally {len(pages)} times, {total} in all "
+                             f"({REASON_TEXT[reason]})")
+        text += ", so " + ", ".join(parts)
     if remote:
         cpus = ", ".join(str(f.cpu) for f in remote)
         sender = ", ".join(str(f.cpu) for f in sent) or "the kernel"
@@ -992,10 +1141,9 @@ def _refusal(nb, new, side, flags=None):
         if diff & (F.VM_READ | F.VM_WRITE | F.VM_EXEC | F.VM_SHARED | F.VM_MAYSHARE):
             return f"has other permissions ({nb.perms()} vs {mine})"
         text = "has other flags (" + ", ".join(F.vm_flags_names(diff)) + " differ"
-        if diff & F.VM_ACCOUNT:
-            text += ("; VM_ACCOUNT marks memory charged to the commit limit, which a "
-                     "private writable mapping is, and mprotect keeps the charge of a VMA "
-                     "that already has an anon_vma")
+        notes = [note for bit, note in _HIDDEN_FLAGS if diff & bit]
+        if notes:
+            text += "; " + "; ".join(notes)
         return text + ")"
     if nb.vm_file is not new.vm_file and (nb.vm_file is None or new.vm_file is None
                                            or nb.vm_file.path != new.vm_file.path):
@@ -1015,6 +1163,20 @@ def _refusal(nb, new, side, flags=None):
         return (f"is not contiguous in the file (the range ends at offset "
                 f"{_h(new.vm_pgoff + new.pages())}, it starts at {_h(nb.vm_pgoff)})")
     return "could not merge"
+
+
+#: What the VM_* bits that /proc/PID/maps does not show mean, for refused merges.
+_HIDDEN_FLAGS = (
+    (F.VM_ACCOUNT, "VM_ACCOUNT: the pages are charged to the commit limit (a private "
+                   "writable mapping is; mprotect to read-only drops the charge only while the "
+                   "VMA has no anon_vma)"),
+    (F.VM_NORESERVE, "VM_NORESERVE: MAP_NORESERVE asked for no commit charge"),
+    (F.VM_LOCKED, "VM_LOCKED: mlock"),
+    (F.VM_DONTCOPY, "VM_DONTCOPY: MADV_DONTFORK"),
+    (F.VM_WIPEONFORK, "VM_WIPEONFORK: MADV_WIPEONFORK"),
+    (F.VM_DONTDUMP, "VM_DONTDUMP: MADV_DONTDUMP"),
+    (F.VM_GROWSDOWN, "VM_GROWSDOWN: a stack that grows down"),
+)
 
 
 def _perms(flags, vma):
