@@ -83,14 +83,42 @@ def test_changes_outline_the_vma_mprotect_split_off():
     assert max(other.collections[0].get_linewidths()) <= 1
 
 
-def test_munmap_removed_vma_is_named_in_text():
+def test_munmapped_ranges_are_outlined_and_named():
     m = vw.Machine()
     p = m.spawn()
     a = p.mmap(0, 4096, RW, ANON)
     p.munmap(a, 4096)
     n = m.nr_steps
     ch = step_changes(m.timeline.state(n - 1), m.timeline.state(n))
-    assert f"removed by the last step: {a:#x}-{a + 4096:#x}" in address_space_text(m, p.pid, ch)
+    assert f"unmapped by the last step: {a:#x}-{a + 4096:#x} (4K)" in address_space_text(m, p.pid, ch)
+    ax = draw_address_space(m, p.pid, changes=ch)
+    ghost = [col for col in ax.collections if col.get_gid() == "removed"]
+    assert len(ghost) == 1 and len(ghost[0].get_paths()) == 1
+    # It is drawn over the gap the VMA left (between [heap] and [vvar]).
+    gap = [s for s in address_space_layout(p.mm) if s.kind == "gap" and s.start <= a < s.end][0]
+    xs = ghost[0].get_paths()[0].vertices[:, 0]
+    assert min(xs) == pytest.approx(gap.x0) and max(xs) == pytest.approx(gap.x1)
+    # Unmapping the middle page of three splits the VMA (no VMA is "removed"): the hole
+    # it leaves is outlined the same way.
+    b = p.mmap(0, 3 * 4096, RW, ANON)
+    p.munmap(b + 4096, 4096)
+    n = m.nr_steps
+    ch = step_changes(m.timeline.state(n - 1), m.timeline.state(n))
+    ax = draw_address_space(m, p.pid, ax=ax, changes=ch)
+    ghost = [col for col in ax.collections if col.get_gid() == "removed"]
+    assert len(ghost) == 1 and len(ghost[0].get_paths()) == 1
+    gap = [s for s in address_space_layout(p.mm) if s.kind == "gap" and s.start == b + 4096][0]
+    xs = ghost[0].get_paths()[0].vertices[:, 0]
+    assert min(xs) == pytest.approx(gap.x0) and max(xs) == pytest.approx(gap.x1)
+    text = address_space_text(m, p.pid, ch)
+    assert f"unmapped by the last step: {b + 4096:#x}-{b + 2 * 4096:#x} (4K)" in text
+    # mprotect unmaps nothing: no hole is shown.
+    p.mprotect(b, 4096, vw.PROT_READ)
+    n = m.nr_steps
+    ch = step_changes(m.timeline.state(n - 1), m.timeline.state(n))
+    ax = draw_address_space(m, p.pid, ax=ax, changes=ch)
+    assert not [col for col in ax.collections if col.get_gid() == "removed"]
+    assert "unmapped" not in address_space_text(m, p.pid, ch)
 
 
 def test_redraw_on_same_axes_replaces_the_drawing():

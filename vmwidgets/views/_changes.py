@@ -32,3 +32,28 @@ def pte_changed(changes, pid, address):
 
 def tlb_changed(changes, cpu):
     return changes is not None and changes.tlb_changed(cpu)
+
+
+def unmapped_ranges(changes, pid, mm):
+    """``[(start, end)]``: address ranges that were mapped before the step and are not
+    now (a VMA removed, or a VMA cut short or in two by munmap/mremap), merged."""
+    if changes is None:
+        return []
+    holes = []
+    for c in changes.vma_changes(pid):
+        if c.before is None:
+            continue
+        lo, hi = c.before.start, c.before.end
+        for vma in mm.vmas_in(lo, hi):
+            if vma.vm_start > lo:
+                holes.append((lo, vma.vm_start))
+            lo = max(lo, vma.vm_end)
+        if lo < hi:
+            holes.append((lo, hi))
+    merged = []
+    for lo, hi in sorted(holes):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+        else:
+            merged.append((lo, hi))
+    return merged

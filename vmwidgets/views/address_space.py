@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ..core.flags import PAGE_SHIFT
 from ..procfs import vma_name
 from . import _style
-from ._changes import vma_marks, vma_removed
+from ._changes import unmapped_ranges, vma_marks
 
 #: A gap of at least this many bytes is compressed (drawn at a fixed width, hatched).
 LARGE_GAP = 1 << 20
@@ -98,7 +98,8 @@ def draw_address_space(machine, pid, ax=None, changes=None, highlight=None):
     """Draw the VMAs of process ``pid`` as a strip; returns the Axes.
 
     ``changes`` (from :func:`~vmwidgets.views.diff.step_changes`) outlines the VMAs the
-    last step added, resized or re-protected; ``highlight`` is an address whose VMA is
+    last step added, resized or re-protected, and the holes it made (dashed, gid
+    ``"removed"``); ``highlight`` is an address whose VMA is
     drawn as selected. The bars are one ``broken_barh`` collection (gid
     ``"vmas"``), the labels one text per VMA (gid ``"vma-label"``).
     """
@@ -131,22 +132,45 @@ def draw_address_space(machine, pid, ax=None, changes=None, highlight=None):
                                facecolors=_style.GAP_COLOR, edgecolors="#bdbdbd",
                                linewidths=0.5, hatch="//")
         holes.set_gid("gaps")
+    ghosts = _removed_places(segs, unmapped_ranges(changes, pid, proc.mm))
+    if ghosts:
+        gone = ax.broken_barh([(x0, x1 - x0) for x0, x1 in ghosts], (0.05, 0.9),
+                              facecolors="none", edgecolors=_style.HIGHLIGHT, linewidths=1.5,
+                              linestyles="dashed")
+        gone.set_gid("removed")
     for s in vmas:
-        t = _style.text(ax, (s.x0 + s.x1) / 2, -0.08, s.label(), rotation=90, ha="center", va="top",
+        _style.text(ax, (s.x0 + s.x1) / 2, -0.08, s.label(), rotation=90, ha="center", va="top",
                     fontsize=_style.FONT_SIZE, family=_style.MONO, gid="vma-label")
     for s in big:
-        t = _style.text(ax, (s.x0 + s.x1) / 2, 0.5, _style.human_size(s.size), ha="center",
+        _style.text(ax, (s.x0 + s.x1) / 2, 0.5, _style.human_size(s.size), ha="center",
                     va="center", fontsize=_style.FONT_SIZE - 1, rotation=90, gid="gap-label")
     if vmas:
         _style.text(ax, vmas[0].x0, 1.08, f"{vmas[0].start:#x}", fontsize=_style.FONT_SIZE,
                 ha="left", va="bottom", family=_style.MONO)
         _style.text(ax, vmas[-1].x1, 1.08, f"{vmas[-1].end:#x}", fontsize=_style.FONT_SIZE,
                 ha="right", va="bottom", family=_style.MONO)
-    right = segs[-1].x1 if segs else 1.0
-    ax.set_xlim(-0.2, right + 0.2)
+    right = max([segs[-1].x1 if segs else 1.0] + [x1 for _x0, x1 in ghosts])
+    left = min([0.0] + [x0 for x0, _x1 in ghosts])
+    ax.set_xlim(left - 0.2, right + 0.2)
     ax.set_ylim(-2.6, 1.5)
     _style.finish(ax, f"pid {pid}: address space, {len(vmas)} VMAs (not to scale)")
     return ax
+
+
+def _removed_places(segs, removed):
+    """Where the strip shows the ranges the last step unmapped: the gap each left behind
+    (a dashed red outline)."""
+    places = set()
+    for start, _end in removed:
+        inside = [s for s in segs if s.start <= start < s.end]
+        if inside:
+            if inside[0].kind == "gap":
+                places.add((inside[0].x0, inside[0].x1))
+        elif segs:
+            # Past the last VMA or before the first: a mark at that end of the strip.
+            edge = segs[-1].x1 + 0.1 if start >= segs[-1].end else segs[0].x0 - 0.6
+            places.add((edge, edge + 0.5))
+    return sorted(places)
 
 
 def address_space_text(machine, pid, changes=None):
@@ -176,6 +200,6 @@ def address_space_text(machine, pid, changes=None):
         if s.start in marks:
             line += f"  <- {marks[s.start]}"
         lines.append(line)
-    for start, end in vma_removed(changes, pid):
-        lines.append(f"  removed by the last step: {start:#x}-{end:#x}")
+    for start, end in unmapped_ranges(changes, pid, proc.mm):
+        lines.append(f"  unmapped by the last step: {start:#x}-{end:#x} ({_style.human_size(end - start)})")
     return "\n".join(lines)
