@@ -87,6 +87,9 @@ def test_layout_is_deterministic_and_columns_by_kind():
     xs = {g1.nodes[n]["kind"]: x for n, (x, y) in pos.items()}
     assert xs["mm"] < xs["vma"] < xs["avc"] < xs["av"] < xs["page"]
     assert len(set(pos.values())) == len(pos)        # no two nodes on top of each other
+    for proc in m1.processes:
+        first = f"vma:{proc.pid}:{next(iter(proc.mm.mm_mt)).vm_start:#x}"
+        assert pos[f"mm:{proc.pid}"][1] == pos[first][1]
 
 
 def test_unchanged_nodes_keep_their_position_step_after_step():

@@ -127,14 +127,15 @@ def rmap_layout(graph, previous=None):
     Deterministic. With ``previous`` (the layout of the step before), every node that is
     still there keeps its position exactly and new nodes go between their neighbours in
     the column's order, so a step moves nothing it did not change. Without it, each
-    column is spaced evenly.
+    column is spaced evenly. An mm is placed level with its first VMA.
     """
     columns = {}
     for node, data in graph.nodes(data=True):
-        columns.setdefault(data["kind"] if data["kind"] != "file" else "av", []).append(
-            (data["order"], node))
+        if data["kind"] != "mm":
+            columns.setdefault(data["kind"] if data["kind"] != "file" else "av", []).append(
+                (data["order"], node))
     pos = {}
-    for kind, items in columns.items():
+    for kind, items in sorted(columns.items()):
         items.sort()
         x = COLUMNS[kind]
         if not previous:
@@ -166,6 +167,15 @@ def rmap_layout(graph, previous=None):
             for node, y in zip(run, ys):
                 pos[node] = (x, y)
                 lowest = min(lowest, y)
+    # An mm sits level with its first VMA (and stays where it was, once placed).
+    mms = sorted((d["order"], n) for n, d in graph.nodes(data=True) if d["kind"] == "mm")
+    for rank, (_o, node) in enumerate(mms):
+        if previous and node in previous and previous[node][0] == COLUMNS["mm"]:
+            pos[node] = previous[node]
+            continue
+        first = min((graph.nodes[v]["order"], v) for v in graph.successors(node)) \
+            if graph.out_degree(node) else None
+        pos[node] = (COLUMNS["mm"], pos[first[1]][1] if first else -float(rank))
     return pos
 
 
