@@ -493,3 +493,67 @@ def test_without_trace():
     assert trace_rows(rec) == []
     text = narrate(rec, m.timeline.state(1), m)
     assert f"= {a:#x}." in text and "In all: 1 VMA added." in text
+
+
+# -- every scenario of the library, every step -------------------------------------------
+
+@pytest.mark.parametrize("name", vw.scenarios.names())
+def test_every_library_scenario_narrates_every_step(name):
+    m, _ = vw.scenarios.get(name).run()
+    for i in range(len(m.timeline)):
+        rec = m.timeline.record(i)
+        text = narrate(rec, m.timeline.state(i), m.timeline.state(i + 1))
+        first = text.splitlines()[0]
+        assert first.startswith(f"Step {i}: "), first
+        if rec.error:
+            assert " failed: " in first
+            assert len(text.splitlines()) >= 2          # the reason follows
+        assert "?" not in text.replace("(?", "")        # no unparsed placeholders
+
+
+def test_scenario_reclaim_names_rmap_and_swap_cache():
+    m, _ = vw.scenarios.get("reclaim-rmap-swap").run()
+    texts = [narrate(m.timeline.record(i), m.timeline.state(i), m.timeline.state(i + 1))
+             for i in range(len(m.timeline))]
+    reclaim = next(t for t in texts if "reclaim(" in t.splitlines()[0])
+    assert "try_to_unmap() walked the reverse map (rmap_walk)" in reclaim
+    assert "in 2 processes (pid 1, 2)" in reclaim and "went to swap" in reclaim
+    swapins = [t for t in texts if "do_swap_page()" in t]
+    assert "read the page back from swap" in swapins[0]
+    assert "found the page still in the swap cache" in swapins[1]
+
+
+def test_scenario_anon_vma_reuse_at_fork():
+    m, _ = vw.scenarios.get("anon-vma-reuse-fork").run()
+    last_fork = max(i for i in range(len(m.timeline)) if m.timeline.record(i).op.call == "fork")
+    text = narrate(m.timeline.record(last_fork), m.timeline.state(last_fork),
+                   m.timeline.state(last_fork + 1))
+    assert "anon_vma_fork() reused an anon_vma that no VMA uses any more" in text
+    assert "anon_vmas created" not in text
+
+
+def test_scenario_skipped_flush_and_stale_tlb_hit():
+    m, _ = vw.scenarios.get("tlb-shootdown-skipped").run()
+    n = len(m.timeline)
+    munmap = next(i for i in range(n) if m.timeline.record(i).op.call == "munmap")
+    text = narrate(m.timeline.record(munmap), m.timeline.state(munmap), m.timeline.state(munmap + 1))
+    assert "No TLB flush was made: the flush was skipped on purpose (inject_skip_flush)" in text
+    text = narrate(m.timeline.record(n - 1), m.timeline.state(n - 1), m.timeline.state(n))
+    assert "No page fault, but not because the page tables allow it" in text
+    assert "CPU 1's TLB still mapped 0x100000000000 to pfn" in text
+    assert "a frame now reused as another anon page" in text
+
+
+def test_scenario_refused_merge_of_a_forked_vma():
+    m, _ = vw.scenarios.get("merge-refused-fork-child").run()
+    n = len(m.timeline)
+    text = narrate(m.timeline.record(n - 1), m.timeline.state(n - 1), m.timeline.state(n))
+    assert "was forked and still shares pages with its parent" in text
+
+
+def test_merge_prev_but_not_next_because_of_anon_vmas():
+    m, _ = vw.scenarios.get("merge-refused-anon-vma").run()
+    i = 5                                    # the 4K mmap into the hole
+    text = narrate(m.timeline.record(i), m.timeline.state(i), m.timeline.state(i + 1))
+    assert "merged the range into the previous VMA" in text
+    assert "it did not also merge with the next VMA [0x100000005000-0x100000009000 rw-p], which has another anon_vma" in text

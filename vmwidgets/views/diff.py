@@ -240,12 +240,19 @@ class PidVmaChanges(list):
         return [c for c in self if c.before is not None and c.after is not None]
 
 
+class _ByPid(dict):
+    """``{pid: PidVmaChanges}``; a pid without changes reads as an empty one (not stored)."""
+
+    def __missing__(self, pid):
+        return PidVmaChanges()
+
+
 @dataclass
 class Changes:
     """Everything that differs between two machines (see :func:`step_changes`).
 
     ``vmas`` maps each pid with a VMA change to its :class:`PidVmaChanges` (``.added``,
-    ``.removed``, ``.resized``, ``.reprotected``); :attr:`vma_list` is all of them by pid
+    ``.removed``, ``.resized``, ``.reprotected``; ``vmas[pid]`` of another pid is empty); :attr:`vma_list` is all of them by pid
     then address. Lists, in a stable order: ``ptes`` (:class:`PteChange`, by pid then address), ``frames`` (:class:`FrameChange`,
     by PFN), ``anon_vmas_added`` / ``anon_vmas_removed`` (ids), ``avcs_added`` /
     ``avcs_removed`` (``(pid, vma id, anon_vma id)``), ``pids_added`` / ``pids_removed``,
@@ -273,7 +280,7 @@ class Changes:
         self._index()
 
     def _index(self):
-        self.vmas = {}
+        self.vmas = _ByPid()
         for c in self.vma_list:
             self.vmas.setdefault(c.pid, PidVmaChanges()).append(c)
         self._vma_ids = {(c.pid, c.id) for c in self.vma_list}
