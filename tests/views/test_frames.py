@@ -2,7 +2,7 @@
 
 import vmwidgets as vw
 from vmwidgets.core.page_alloc import ZERO_PFN
-from vmwidgets.views import draw_frames, frame_rows, frames_text, step_changes
+from vmwidgets.views import draw_frames, frame_rows, frames_text, step_changes, swap_rows
 
 from .scenes import ANON, RW, family
 
@@ -51,7 +51,29 @@ def test_swap_cache_and_swap_count():
     assert back.kind == ("swapcache" if page.swap is not None else "anon")
     used = m.swap_pages - m.swap.nr_free
     assert used >= 3
-    assert f"swap: {used} of {m.swap_pages} slots used" in frames_text(m)
+    text = frames_text(m)
+    assert f"swap: {used} of {m.swap_pages} slots used" in text
+    slots = swap_rows(m)
+    assert len(slots) == used
+    swapped = {(p.pid, x) for x in range(a, a + 4 * 4096, 4096) if p.pagemap(x).swapped}
+    assert swapped and swapped == {pa for r in slots for pa in r.mappers
+                                   if pa[0] == p.pid and a <= pa[1] < a + 4 * 4096}
+    for r in slots:
+        assert r.count == len(r.mappers)
+        assert r.text() in text
+    if page.swap is not None:
+        assert [r.cached_pfn for r in slots if r.slot == page.swap.offset] == [back.pfn]
+
+
+def test_swap_slot_shared_by_parent_and_child():
+    m = vw.Machine(ram="16M", swap="1M")
+    p = m.spawn()
+    a = p.mmap(0, 4096, RW, ANON)
+    p.write(a, b"s")
+    c = p.fork()
+    m.reclaim(64)
+    row = [r for r in swap_rows(m) if (p.pid, a) in r.mappers][0]
+    assert set(row.mappers) >= {(p.pid, a), (c.pid, a)} and row.count >= 2
 
 
 def test_draw_one_cell_per_frame_labelled():

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ..core import pgtable
 from ..core.page_alloc import ZERO_PFN
+from ..core.swap import swp_offset
 from ..procfs import kpagecount
 from . import _style
 from ._changes import frames_changed
@@ -53,13 +54,44 @@ class FrameRow:
                 f"{self.refcount} {self.owner}{swap}" + (f": {who}" if who else ""))
 
 
-def _mappers(machine):
+def _mappers(machine, swapped=False):
+    """``{pfn: [(pid, addr)]}`` from every present PTE, or with ``swapped``
+    ``{slot: [(pid, addr)]}`` from every swap entry."""
     out = {}
     for proc in sorted(machine.processes, key=lambda p: p.pid):
         for addr, _table, _i, pte in pgtable.iter_ptes(proc.mm, 0, 1 << 47):
             if pgtable.pte_present(pte):
-                out.setdefault(pgtable.pte_pfn(pte), []).append((proc.pid, addr))
+                if not swapped:
+                    out.setdefault(pgtable.pte_pfn(pte), []).append((proc.pid, addr))
+            elif swapped:
+                out.setdefault(swp_offset(pte), []).append((proc.pid, addr))
     return out
+
+
+@dataclass(frozen=True)
+class SwapRow:
+    """One used swap slot: ``count`` (the swap_map count: PTEs and the swap cache's
+    reference), ``mappers`` (``(pid, address)`` of each PTE holding this swap entry) and
+    ``cached_pfn`` (the frame in the swap cache, or None)."""
+
+    slot: int
+    count: int
+    mappers: tuple
+    cached_pfn: int | None
+
+    def text(self):
+        who = ", ".join(f"pid {p} {a:#x}" for p, a in self.mappers[:6]) or "no PTE"
+        cache = f", in the swap cache as pfn {self.cached_pfn:#x}" if self.cached_pfn is not None else ""
+        return f"swap slot {self.slot:#x} count {self.count}{cache}: {who}"
+
+
+def swap_rows(machine):
+    """Every used swap slot, by offset (empty without swap)."""
+    _style.check_machine(machine)
+    mappers = _mappers(machine, swapped=True)
+    return [SwapRow(off, slot.count, tuple(mappers.get(off, ())),
+                    None if slot.cache is None else slot.cache.pfn)
+            for off, slot in sorted(machine.swap.slots.items())]
 
 
 def _owner(machine, page, tables):
@@ -95,7 +127,8 @@ def frame_rows(machine):
 
 
 def frames_text(machine, changes=None):
-    """The text alternative of :func:`draw_frames`: one line per frame, then swap use."""
+    """The text alternative of :func:`draw_frames`: one line per frame, then each used
+    swap slot and who refers to it."""
     rows = frame_rows(machine)
     touched = frames_changed(changes)
     phys = machine.phys
@@ -106,10 +139,10 @@ def frames_text(machine, changes=None):
     if changes is not None:
         for pfn in sorted(changes.frames_freed):
             lines.append(f"* pfn {pfn:#x} freed by the last step")
-    swap = machine.swap
-    used = machine.swap_pages - swap.nr_free if machine.swap_pages else 0
     if machine.swap_pages:
-        lines.append(f"swap: {used} of {machine.swap_pages} slots used")
+        slots = swap_rows(machine)
+        lines.append(f"swap: {len(slots)} of {machine.swap_pages} slots used")
+        lines += ["  " + r.text() for r in slots]
     if touched:
         lines.append("(* = changed by the last step)")
     return "\n".join(lines)
