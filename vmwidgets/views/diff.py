@@ -450,13 +450,28 @@ def step_changes(before, after, record=None):
     return ch
 
 
-def _vma_key(v):
-    """The fields a VmaState holds, as a plain tuple (cheap to compare)."""
-    return (v.vm_start, v.vm_end, v.vm_flags, v.vm_pgoff,
-            v.vm_file.path if v.vm_file is not None else
-            v.vm_ops.name if v.vm_ops is not None else "",
-            v.anon_vma.id if v.anon_vma is not None else 0,
-            tuple([avc.anon_vma.id for avc in v.anon_vma_chain]))
+def _same_vma(a, b):
+    """Do two VMA objects (of two machine copies) hold the same state? Compares in place:
+    this runs for every VMA of every process at each step, so it allocates nothing."""
+    if (a.vm_start != b.vm_start or a.vm_end != b.vm_end or a.vm_flags != b.vm_flags
+            or a.vm_pgoff != b.vm_pgoff):
+        return False
+    fa, fb = a.vm_file, b.vm_file
+    if (fa is None) != (fb is None) or (fa is not None and fa.path != fb.path):
+        return False
+    oa, ob = a.vm_ops, b.vm_ops
+    if (oa is None) != (ob is None) or (oa is not None and oa.name != ob.name):
+        return False
+    va, vb = a.anon_vma, b.anon_vma
+    if (va is None) != (vb is None) or (va is not None and va.id != vb.id):
+        return False
+    ca, cb = a.anon_vma_chain, b.anon_vma_chain
+    if len(ca) != len(cb):
+        return False
+    for x, y in zip(ca, cb):
+        if x.anon_vma.id != y.anon_vma.id:
+            return False
+    return True
 
 
 def _diff_vmas(ch, pid, pa, pb):
@@ -465,7 +480,7 @@ def _diff_vmas(ch, pid, pa, pb):
     found = []
     for vid in va.keys() | vb.keys():
         a, b = va.get(vid), vb.get(vid)
-        if a is not None and b is not None and _vma_key(a) == _vma_key(b):
+        if a is not None and b is not None and _same_vma(a, b):
             continue
         sa = vma_state(a) if a is not None else None
         sb = vma_state(b) if b is not None else None
@@ -524,23 +539,24 @@ _FRAME_FIELDS = ("kind", "refcount", "mapcount", "mapping", "index", "anon_exclu
                  "dirty", "swap", "data")
 
 
-def _mapping_key(page):
-    m = page.mapping
-    if m is None:
-        return None
-    host = getattr(m, "host", None)
-    return ("file", host.path) if host is not None else ("anon_vma", m.id)
+def _same_mapping(a, b):
+    if a is None or b is None:
+        return a is b
+    ha, hb = getattr(a, "host", None), getattr(b, "host", None)
+    if ha is not None or hb is not None:
+        return ha is not None and hb is not None and ha.path == hb.path
+    return a.id == b.id
 
 
 def _same_page(a, b):
-    """Do two Page objects (of two machine copies) hold the same state? Cheap fields first."""
+    """Do two Page objects (of two machine copies) hold the same state? Cheap fields first;
+    allocates nothing (it runs for every frame in use at each step)."""
     return (a.kind == b.kind and a.refcount == b.refcount and a.mapcount == b.mapcount
             and a.anon_exclusive == b.anon_exclusive and a.dirty == b.dirty
             and a.index == b.index and a.data == b.data
-            and (a.swap.offset if a.swap is not None else 0)
-            == (b.swap.offset if b.swap is not None else 0)
-            and _mapping_key(a) == _mapping_key(b))
-
+            and (a.swap is None) == (b.swap is None)
+            and (a.swap is None or a.swap.offset == b.swap.offset)
+            and _same_mapping(a.mapping, b.mapping))
 
 
 def _diff_frames(ch, pages_a, pages_b):
