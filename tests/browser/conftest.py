@@ -1,7 +1,8 @@
 """Fixtures for the real-browser tests.
 
 ``lab_server`` starts a real JupyterLab on loopback (a free port, a known
-token, a temporary copy of lessons/). ``browser_page`` gives a fresh page in
+token, a temporary copy of lessons/); ``examples_server`` one for examples/, which serves
+JupyterLab, Notebook 7 and Voila (see servers.py). ``browser_page`` gives a fresh page in
 Debian's Chromium, driven by Playwright for Python, and records every page
 error and console error. The tests skip, with the reason, when Chromium or
 Playwright is missing (``make browser`` installs Chromium).
@@ -10,22 +11,13 @@ Playwright is missing (``make browser`` installs Chromium).
 from __future__ import annotations
 
 import os
-import secrets
-import json
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from .servers import REPO_ROOT, ServerError, jupyter_server
+
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
 # Written by scripts/ensure-chromium.sh when it could not install Chromium.
@@ -39,7 +31,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SERVER_START_TIMEOUT = 90  # seconds
 
 
 @pytest.fixture(scope="session")
@@ -98,100 +89,23 @@ def browser_page(browser):
     context.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class LabServer:
-    url: str  # http://127.0.0.1:PORT
-    token: str
-    root: Path  # the server's root_dir (a copy of lessons/)
-    log: Path
-
-    def log_tail(self, lines: int = 40) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
 @pytest.fixture
 def lab_server(tmp_path, artifacts_dir):
     """A real JupyterLab server on 127.0.0.1 serving a copy of lessons/."""
-    root = tmp_path / "lessons"
-    shutil.copytree(REPO_ROOT / "lessons", root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    # The lessons are committed with their outputs (nbval compares them); the browser test
-    # must see outputs appear from its own run, so the copy starts with none.
-    for nb_path in root.glob("*.ipynb"):
-        nb = json.loads(nb_path.read_text())
-        for cell in nb["cells"]:
-            if cell["cell_type"] == "code":
-                cell["outputs"], cell["execution_count"] = [], None
-        nb_path.write_text(json.dumps(nb, indent=1))
-    port, token = _free_port(), secrets.token_hex(16)
-    # Keep Jupyter's config, settings and workspaces out of the user's home,
-    # so the test always sees a pristine JupyterLab.
-    env = dict(os.environ)
-    for var, sub in [
-        ("JUPYTER_CONFIG_DIR", "config"),
-        ("JUPYTER_RUNTIME_DIR", "runtime"),
-        ("JUPYTERLAB_SETTINGS_DIR", "lab-settings"),
-        ("JUPYTERLAB_WORKSPACES_DIR", "lab-workspaces"),
-    ]:
-        env[var] = str(tmp_path / sub)
-    # Do not ask "Would you like to get notified about official Jupyter news?":
-    # the toast covers the screenshot and the answer would fetch from the web.
-    settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
-    # The kernel must import this checkout's vmwidgets even if not installed.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    cmd = [
-        sys.executable, "-m", "jupyterlab",
-        "--allow-root",
-        "--no-browser",
-        "--ServerApp.open_browser=False",
-        "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}",
-        "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={root}",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-    ]  # fmt: skip
-    log = artifacts_dir / "jupyterlab.log"
-    with open(log, "w") as log_file:
-        proc = subprocess.Popen(
-            cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    server = LabServer(f"http://127.0.0.1:{port}", token, root, log)
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"JupyterLab exited with code {proc.returncode}:\n{server.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{server.url}/api/status?token={token}", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"JupyterLab did not answer within {SERVER_START_TIMEOUT}s:\n{server.log_tail()}")
-            time.sleep(0.5)
-        yield server
-    finally:
-        # SIGTERM lets Jupyter shut its kernels down; then make sure the whole
-        # process group we started (server + kernels) is gone.
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
+        with jupyter_server(REPO_ROOT / "lessons", tmp_path, artifacts_dir / "jupyterlab.log") as server:
+            yield server
+    except ServerError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="module")
+def examples_server(tmp_path_factory, artifacts_dir):
+    """One Jupyter server (JupyterLab, Notebook 7 and Voila) serving a copy of examples/,
+    shared by the tests of a module."""
+    workdir = tmp_path_factory.mktemp("examples-server")
+    try:
+        with jupyter_server(REPO_ROOT / "examples", workdir, artifacts_dir / "examples-server.log") as server:
+            yield server
+    except ServerError as exc:
+        pytest.fail(str(exc))

@@ -46,6 +46,9 @@ class ExerciseWidget(W.VBox):
                           W.HBox([self.check_button, self.reveal_button]),
                           self.feedback, self.worked])
         self.add_class("vmw-exercise")
+        self.answer.add_class("vmw-answer")
+        self.check_button.add_class("vmw-check")
+        self.feedback.add_class("vmw-feedback")
         self.load(kind, seed)
 
     def load(self, kind, seed):

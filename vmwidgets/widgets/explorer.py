@@ -146,6 +146,11 @@ class Explorer(W.VBox):
             self.narration, self.picture, self.picture_text, W.HBox([self.vma]), self.vma_info, tabs,
         ])
         self.add_class("vmw-explorer")
+        for widget, name in [(self.run_button, "run"), (self.back_button, "back"),
+                             (self.step_button, "step"), (self.picture, "picture"),
+                             (self.narration, "narration"), (self.message, "message"),
+                             (self.position, "position"), (self.op, "op"), (self.vma, "vma")]:
+            widget.add_class(f"vmw-{name}")
         self._refresh_processes(pid)
         self._on_op({"new": self.op.value})
         self._follow_head()
