@@ -27,6 +27,8 @@ anonymous pages whose ``mapping`` it is), ``i_pages`` (file -> its cached pages)
 ['page:0x...']
 """
 
+import math
+
 import networkx as nx
 import numpy as np
 
@@ -122,12 +124,16 @@ def rmap_graph(machine):
 
 def rmap_layout(graph, previous=None):
     """Positions ``{node: (x, y)}`` for :func:`rmap_graph`: one column per kind (mm, VMA,
-    AVC, anon_vma and files, pages), nodes top to bottom in their ``order``.
+    AVC, anon_vma and files, pages), nodes top to bottom in their ``order``, on integer
+    slots two apart (one free slot between neighbours).
 
     Deterministic. With ``previous`` (the layout of the step before), every node that is
-    still there keeps its position exactly and new nodes go between their neighbours in
-    the column's order, so a step moves nothing it did not change. Without it, each
-    column is spaced evenly. An mm is placed level with its first VMA.
+    still there keeps its position exactly, and new nodes take free slots: between their
+    neighbours in the column's order when there is room (evenly spread), else the free
+    slots nearest to that place, so nodes never overlap and a step moves nothing it did
+    not change. A column can then fall out of order where many nodes were inserted at one
+    place; drawing once without ``previous`` lays everything out afresh. An mm is placed
+    level with its first VMA.
     """
     columns = {}
     for node, data in graph.nodes(data=True):
@@ -140,43 +146,70 @@ def rmap_layout(graph, previous=None):
         x = COLUMNS[kind]
         if not previous:
             for rank, (_o, node) in enumerate(items):
-                pos[node] = (x, -float(rank))
+                pos[node] = (x, -2.0 * rank)
             continue
         kept = [i for i, (_o, node) in enumerate(items) if node in previous
                 and previous[node][0] == x]
+        taken = set()
         for i in kept:
             pos[items[i][1]] = previous[items[i][1]]
-        # Runs of new nodes between kept neighbours (or before the first / after the last).
+            taken.add(previous[items[i][1]][1])
         bounds = [-1] + kept + [len(items)]
-        lowest = min((pos[items[i][1]][1] for i in kept), default=1.0)
         for a, b in zip(bounds, bounds[1:]):
             run = [items[i][1] for i in range(a + 1, b)]
             if not run:
                 continue
             top = pos[items[a][1]][1] if a >= 0 else None
             bottom = pos[items[b][1]][1] if b < len(items) else None
-            if top is not None and bottom is not None and top > bottom:
-                step = (top - bottom) / (len(run) + 1)
-                ys = [top - step * (k + 1) for k in range(len(run))]
-            elif top is None and bottom is not None:
-                ys = [bottom + (len(run) - k) for k in range(len(run))]
-            else:
-                base = lowest if top is None or bottom is not None else top
-                ys = [base - (k + 1) for k in range(len(run))]
-                lowest = ys[-1]
-            for node, y in zip(run, ys):
+            for node, y in zip(run, _slots(top, bottom, len(run), taken)):
                 pos[node] = (x, y)
-                lowest = min(lowest, y)
+                taken.add(y)
     # An mm sits level with its first VMA (and stays where it was, once placed).
     mms = sorted((d["order"], n) for n, d in graph.nodes(data=True) if d["kind"] == "mm")
+    x = COLUMNS["mm"]
+    taken = set()
+    new = []
     for rank, (_o, node) in enumerate(mms):
-        if previous and node in previous and previous[node][0] == COLUMNS["mm"]:
+        if previous and node in previous and previous[node][0] == x:
             pos[node] = previous[node]
-            continue
+            taken.add(previous[node][1])
+        else:
+            new.append((rank, node))
+    for rank, node in new:
         first = min((graph.nodes[v]["order"], v) for v in graph.successors(node)) \
             if graph.out_degree(node) else None
-        pos[node] = (COLUMNS["mm"], pos[first[1]][1] if first else -float(rank))
+        y = pos[first[1]][1] if first else -2.0 * rank
+        if y in taken:                      # a slot an older mm keeps: the nearest free one
+            y = _slots(y + 1, y - 1, 1, taken)[0]
+        pos[node] = (x, y)
+        taken.add(y)
     return pos
+
+
+def _slots(top, bottom, k, taken):
+    """``k`` free integer slots, top to bottom, for nodes that belong between the slots
+    ``top`` and ``bottom`` (either may be None: the start or end of the column)."""
+    if top is None and bottom is None:
+        top = 1.0
+    if top is None:
+        top = bottom + 2.0 * k + 1
+    if bottom is None:
+        bottom = top - 2.0 * k - 1
+    free = [float(y) for y in range(int(math.ceil(top)) - 1, int(math.floor(bottom)), -1)
+            if y < top and y > bottom and float(y) not in taken]
+    if len(free) >= k:
+        # Spread evenly over the room there is, keeping the order.
+        return [free[(i + 1) * (len(free) + 1) // (k + 1) - 1] for i in range(k)]
+    # No room: the nearest free slots around the middle (the order may suffer).
+    mid = round((top + bottom) / 2)
+    out = []
+    d = 0
+    while len(out) < k:
+        for y in (mid - d, mid + d) if d else (mid,):
+            if float(y) not in taken and float(y) not in out and len(out) < k:
+                out.append(float(y))
+        d += 1
+    return sorted(out, reverse=True)
 
 
 def draw_rmap(machine, ax=None, highlight=None, changes=None, previous=None, labels=None):
