@@ -557,3 +557,71 @@ def test_merge_prev_but_not_next_because_of_anon_vmas():
     text = narrate(m.timeline.record(i), m.timeline.state(i), m.timeline.state(i + 1))
     assert "merged the range into the previous VMA" in text
     assert "it did not also merge with the next VMA [0x100000005000-0x100000009000 rw-p], which has another anon_vma" in text
+
+
+# -- more paths ------------------------------------------------------------------------------
+
+B = 0x100000000000
+
+
+def test_map_fixed_over_the_middle_of_a_vma_merges_back(mp):
+    m, p = mp
+    p.mmap(B, 4 * PAGE, RW, ANON | vw.MAP_FIXED)
+    p.mmap(B + PAGE, 2 * PAGE, RW, ANON | vw.MAP_FIXED)
+    text = told(m)
+    assert f"It replaced what was mapped there: {r(B, B + 4 * PAGE, 'rw-p')}" in text
+    # the parts left of the old VMA on both sides are the neighbours the kernel merges with
+    assert "merged the range with both neighbours" in text
+    assert f"the previous VMA {r(B, B + PAGE, 'rw-p')} grew over it" in text
+    assert f"the result is {r(B, B + 4 * PAGE, 'rw-p')}" in text
+
+
+def test_mprotect_of_two_vmas_second_refusal_sees_the_first_changed(mp):
+    m, p = mp
+    p.mmap(B, 2 * PAGE, RW, ANON | vw.MAP_FIXED)
+    p.write(B, b"a")
+    p.mmap(B + 3 * PAGE, 2 * PAGE, RW, ANON | vw.MAP_FIXED)   # not adjacent: own anon_vma
+    p.write(B + 3 * PAGE, b"b")
+    p.mmap(B + 2 * PAGE, PAGE, RW, ANON | vw.MAP_FIXED)       # joins the lower one only
+    av = [p.mm.vma_lookup(a).anon_vma.id for a in (B, B + 3 * PAGE)]
+    assert av[0] != av[1] and len(p.mm.vmas_in(B, B + 5 * PAGE)) == 2
+    p.mprotect(B, 5 * PAGE, vw.PROT_READ)
+    text = told(m)
+    first, second = [line for line in text.splitlines() if line.startswith("The whole VMA")]
+    # the first VMA's next neighbour is still rw-p when the first is changed ...
+    assert f"the next VMA {r(B + 3 * PAGE, B + 5 * PAGE, 'rw-p')} has other permissions (rw-p vs r--p)" in first
+    # ... but when the second is changed, the first is already r--p: the anon_vmas differ
+    assert f"the previous VMA {r(B, B + 3 * PAGE, 'r--p')} has another anon_vma (#{av[0]} vs #{av[1]})" in second
+
+
+def test_madvise_dontfork_splits_and_sets_the_flag(mp):
+    m, p = mp
+    p.mmap(B, 4 * PAGE, RW, ANON | vw.MAP_FIXED)
+    p.madvise(B, 2 * PAGE, vw.MADV_DONTFORK)
+    text = told(m)
+    assert f"madvise split {r(B, B + 4 * PAGE, 'rw-p')} in 2 (split_vma at {B + 2 * PAGE:#x})" in text
+    assert f"The range {r(B, B + 2 * PAGE)}] now has vm_flags +VM_DONTCOPY." in text
+
+
+def test_madvise_free_cleans_dirty_bits(mp):
+    m, p = mp
+    p.mmap(B, 2 * PAGE, RW, ANON | vw.MAP_FIXED)
+    p.write(B, b"x")
+    p.madvise(B, 2 * PAGE, vw.MADV_FREE)
+    text = told(m)
+    assert "MADV_FREE cleared the dirty bit of 1 PTE" in text
+    assert "without writing them to swap" in text
+
+
+def test_mremap_grow_in_place_and_shrink(mp):
+    m, p = mp
+    p.mmap(B, 4 * PAGE, RW, ANON | vw.MAP_FIXED)
+    p.mremap(B, 4 * PAGE, 6 * PAGE, 0)
+    text = told(m)
+    assert f"mremap grew the mapping in place from {r(B, B + 4 * PAGE)}] to {r(B, B + 6 * PAGE)}]" in text
+    p.write(B + 5 * PAGE, b"x")
+    p.mremap(B, 6 * PAGE, 2 * PAGE, 0)
+    text = told(m)
+    assert f"the tail {r(B + 2 * PAGE, B + 6 * PAGE)}] was unmapped" in text
+    assert "zap_pte_range() cleared 1 PTE; 1 frame went back to the free list" in text
+    assert f"The mapping is now {r(B, B + 2 * PAGE, 'rw-p')}." in text

@@ -205,6 +205,7 @@ class _Narrator:
         self.trace = record.trace
         self.lines = []
         self.pid = self._pid()
+        self.done = []          # (start, end, new vm_flags) of the parts already modified
 
     def say(self, text):
         if text:
@@ -335,8 +336,8 @@ class _Narrator:
                      + self.no_merge_reason(before_p, now, start, end) + ".")
 
     def merge_sentence(self, start, end, target, now, before_p, func):
-        prev = _vma_ending_at(before_p, start)
-        nxt = _vma_starting_at(before_p, end)
+        prev = self.prev_at(before_p, start)
+        nxt = self.next_at(before_p, end)
         left = prev is not None and now.vm_start == prev.vm_start
         right = nxt is not None and now.vm_end == nxt.vm_end
         if left and right:
@@ -363,15 +364,44 @@ class _Narrator:
             return f"No new VMA: {func}() expanded the existing VMA{t} to {_vma_text(now)}."
         return f"No new VMA: {func}() {who}, because {why}."
 
+    def prev_at(self, proc, addr):
+        """The VMA that ends at ``addr`` as the kernel saw it during this step (or None):
+        the part below ``addr`` of a VMA spanning it, with the flags given by an earlier
+        part of the same call."""
+        if proc is None or not addr:
+            return None
+        v = proc.mm.find_vma(addr - 1)
+        if v is None or v.vm_start >= addr:
+            return None
+        return self._as_seen(v, v.vm_start, addr)
+
+    def next_at(self, proc, addr):
+        """The VMA that starts at ``addr`` during this step (see :meth:`prev_at`)."""
+        if proc is None:
+            return None
+        v = proc.mm.find_vma(addr)
+        if v is None or v.vm_start > addr:
+            return None
+        return self._as_seen(v, addr, v.vm_end)
+
+    def _as_seen(self, v, start, end):
+        flags = None
+        for s, e, newflags in self.done:
+            if s < end and start < e and newflags is not None:
+                flags = newflags
+        if flags is None and (start, end) == (v.vm_start, v.vm_end):
+            return v
+        return _Clip(v, start, end, flags)
+
     def other_side(self, before_p, now, start, end, with_prev, with_next, flags=None):
         """Why a merge on one side did not take in the touching VMA on the other side."""
         if with_prev and not with_next:
-            nxt = _vma_starting_at(before_p, end)
+            nxt = self.next_at(before_p, end)
             if nxt is not None:
                 return (f"it did not also merge with the next VMA {_vma_text(nxt)}, which "
                         + _refusal(nxt, now, "next", flags=flags))
         if with_next and not with_prev:
-            prev = _vma_ending_at(before_p, start)
+            prev = self.prev_at(before_p, start)
             if prev is not None:
                 return (f"it did not also merge with the previous VMA {_vma_text(prev)}, "
                         "which " + _refusal(prev, now, "previous", flags=flags))
@@ -394,8 +424,8 @@ class _Narrator:
     def no_merge_reason(self, before_p, new, start, end):
         if before_p is None:
             return "the process had no VMAs"
-        prev = _vma_ending_at(before_p, start)
-        nxt = _vma_starting_at(before_p, end)
+        prev = self.prev_at(before_p, start)
+        nxt = self.next_at(before_p, end)
         if new.vm_flags & F.VM_SPECIAL:
             return ("it is a special mapping (" + "|".join(
                 F.vm_flags_names(new.vm_flags & F.VM_SPECIAL)) + "), which never merges")
@@ -466,10 +496,11 @@ class _Narrator:
             self.say("What remains of the VMAs: " + ", ".join(_vma_text(k) for k in kept) + ".")
         self.zap_summary(pid)
 
-    def zap_summary(self, pid):
+    def zap_summary(self, pid, quiet=False):
         cleared = [c for c in self.ch.ptes if c.pid == pid and c.old and not c.new]
         if not cleared:
-            self.say("No page of the range was present, so no PTE was cleared.")
+            if not quiet:
+                self.say("No page of the range was present, so no PTE was cleared.")
             return
         freed = [f for f in self.ch.frames if f.kind == "freed" and f.before.kind != "pgtable"]
         kept = [f for f in self.ch.frames if f.kind == "changed" and "mapcount" in f.fields
@@ -514,17 +545,26 @@ class _Narrator:
         merge = fix.find("vma_merge_existing_range")
         splits = [c for c in fix.find_all("split_vma")]
         modify = fix.find("vma_modify_flags")
+        newflags = _int(fix.args.get("newflags") or fix.args.get("new_flags"))
+        verb = self.op.call
+        what = "permissions" if verb == "mprotect" else "flags"
         part = _rng(s, e)
+        flagbits = [n.split(": vm_flags ", 1)[1] for _, c in fix.walk()
+                    for n in c.changes if ": vm_flags " in n]
+        flagnote = f" (vm_flags {' '.join(flagbits)})" if flagbits else ""
+        flagtext = (f" The range {part} now has vm_flags {' '.join(flagbits)}."
+                    if flagbits else "")
+        self.done.append((s, e, newflags))
         if modify is None:
             if now is not None and old is not None and now.vm_flags != old.vm_flags:
                 self.say(f"{_rng(*v)} covers exactly the range, so its flags were changed in "
-                         f"place: it is now {_vma_text(now)}; no split or merge.")
+                         f"place: it is now {_vma_text(now)}{flagnote}; no split or merge.")
             else:
-                self.say(f"{_rng(*v)} already had these permissions: nothing to do.")
+                self.say(f"{_rng(*v)} already had these {what}: nothing to do.")
             return
         if merge is not None and merge.result not in (None, "NULL") and now is not None:
-            prev = _vma_ending_at(before_p, s)
-            nxt = _vma_starting_at(before_p, e)
+            prev = self.prev_at(before_p, s)
+            nxt = self.next_at(before_p, e)
             with_prev = prev is not None and now.vm_start == prev.vm_start
             with_next = nxt is not None and now.vm_end == nxt.vm_end
             side = ("both neighbours" if with_prev and with_next else
@@ -542,12 +582,12 @@ class _Narrator:
             if old is not None and old.vm_start == s and old.vm_end == e:
                 rest = (f"; the VMA {_rng(*v)} itself was absorbed and freed")
             other = self.other_side(before_p, now, s, e, with_prev, with_next,
-                                    flags=_int(fix.args.get("newflags")))
+                                    flags=newflags)
             if other:
                 rest += "; " + other
-            self.say(f"mprotect changed {part} of {_rng(*v)}: vma_merge_existing_range() "
-                     f"merged it with {side}, because under the new permissions {why}. "
-                     f"The merged VMA is {_vma_text(now)}{rest}.")
+            self.say(f"{verb} changed {part} of {_rng(*v)}{flagnote}: "
+                     f"vma_merge_existing_range() merged it with {side}, because under the "
+                     f"new {what} {why}. The merged VMA is {_vma_text(now)}{rest}.")
             return
         why = ""
         if merge is not None:
@@ -559,12 +599,12 @@ class _Narrator:
             for a, b in zip(pieces, pieces[1:]):
                 vm = after_p.mm.vma_lookup(a) if after_p else None
                 parts.append(_vma_text(vm) if vm is not None else _rng(a, b))
-            self.say(f"mprotect split {_rng(*v)} in {len(pieces) - 1} (split_vma at "
+            self.say(f"{verb} split {_rng(*v)} in {len(pieces) - 1} (split_vma at "
                      + ", ".join(_h(c) for c in cuts if c is not None) + "): "
-                     + ", ".join(parts) + "." + (f" No merge: {why}." if why else ""))
+                     + ", ".join(parts) + "." + flagtext + (f" No merge: {why}." if why else ""))
         elif now is not None:
             self.say(f"The whole VMA {_rng(*v)} changed in place to {_vma_text(now)}."
-                     + (f" No merge: {why}." if why else ""))
+                     + flagtext + (f" No merge: {why}." if why else ""))
 
     def existing_no_merge(self, before_p, old, s, e, fix):
         if old is None:
@@ -572,15 +612,15 @@ class _Narrator:
         if old.vm_start < s and old.vm_end > e:
             return ("the range is in the middle of the VMA, so it touches no neighbour; "
                     "the VMA is cut in three")
-        newflags = _int(fix.args.get("newflags"))
+        newflags = _int(fix.args.get("newflags") or fix.args.get("new_flags"))
         out = []
         if old.vm_start == s:
-            prev = _vma_ending_at(before_p, s)
+            prev = self.prev_at(before_p, s)
             out.append("no previous VMA touches it" if prev is None else
                        f"the previous VMA {_vma_text(prev)} "
                        + _refusal(prev, old, "previous", flags=newflags))
         if old.vm_end == e:
-            nxt = _vma_starting_at(before_p, e)
+            nxt = self.next_at(before_p, e)
             out.append("no next VMA touches it" if nxt is None else
                        f"the next VMA {_vma_text(nxt)} "
                        + _refusal(nxt, old, "next", flags=newflags))
@@ -607,28 +647,50 @@ class _Narrator:
                      "the next access faults in a fresh zero-filled page (or the file's).")
             self.zap_summary(self.pid)
             return
-        vm = [c for c in self.ch.vmas.get(self.pid, [])]
-        if vm:
-            self.say(f"{name} changed the VMA flags: " + "; ".join(
-                str(c).split(": ", 1)[1] for c in vm) + ".")
-        self.generic(skip_vmas=bool(vm))
+        updates = self.calls("madvise_update_vma")
+        before_p, after_p = self.proc(self.before), self.proc(self.after)
+        for call in updates:
+            self.fixup(call, before_p, after_p)
+        cleaned = [c for c in self.ch.ptes if c.pid == self.pid and c.old and c.new
+                   and (c.old ^ c.new) == F._PAGE_DIRTY and c.old & F._PAGE_DIRTY]
+        if advice == F.MADV_FREE and cleaned:
+            self.say(f"MADV_FREE cleared the dirty bit of {_plural(len(cleaned), 'PTE')}: "
+                     "the pages stay mapped, but reclaim may now drop them without writing "
+                     "them to swap (a write before that keeps them).")
+        elif advice == F.MADV_FREE:
+            self.say("MADV_FREE found no dirty anonymous page to mark in the range.")
+        if not updates and advice != F.MADV_FREE:
+            self.generic()
 
     def on_mremap(self):
         if self.record.error:
             return
         old_addr, old_size, new_size = self.op.args[:3]
+        old_end = old_addr + F.page_align(old_size)
         new_addr = self.record.result
+        new_end = new_addr + F.page_align(new_size)
+        after_p = self.proc(self.after)
+        now = after_p.mm.vma_lookup(new_addr) if after_p else None
         if self.first("move_vma"):
-            self.say(f"mremap moved {_rng(old_addr, old_addr + F.page_align(old_size))} to "
-                     f"{_rng(new_addr, new_addr + F.page_align(new_size))} (move_vma: "
-                     "copy_vma, then move_page_tables carried the PTEs over, no data copied).")
-        elif self.first("expand_vma_in_place") or self.first("vma_merge_extend"):
-            self.say(f"mremap grew the VMA in place to end at "
-                     f"{_h(new_addr + F.page_align(new_size))}, since the space after it was free.")
-        elif self.first("shrink_vma"):
-            self.say(f"mremap shrank the mapping to {_rng(new_addr, new_addr + F.page_align(new_size))}; "
-                     "the tail was unmapped.")
-        self.generic()
+            moved = [c for c in self.ch.ptes if c.pid == self.pid and c.new and not c.old
+                     and new_addr <= c.address < new_end]
+            self.say(f"mremap moved {_rng(old_addr, old_end)} to {_rng(new_addr, new_end)} "
+                     "(move_vma: copy_vma made the VMA at the new place, move_page_tables "
+                     f"carried {_plural(len(moved), 'PTE')} over, so the frames did not move "
+                     "and no data was copied); the old range was unmapped.")
+        elif new_size > old_size and (self.first("expand_vma_in_place")
+                                      or self.first("vma_merge_extend")):
+            how = "vma_merge_extend" if self.first("vma_merge_extend") else "expand_vma_in_place"
+            self.say(f"mremap grew the mapping in place from {_rng(old_addr, old_end)} to "
+                     f"{_rng(new_addr, new_end)}, since the space after it was free ({how}).")
+        elif new_size < old_size:
+            self.say(f"mremap shrank the mapping to {_rng(new_addr, new_end)}: the tail "
+                     f"{_rng(new_end, old_end)} was unmapped, as munmap would.")
+            self.zap_summary(self.pid, quiet=True)
+        else:
+            self.say("The size did not change: nothing to do.")
+        if now is not None and self.ch.vma_list:
+            self.say(f"The mapping is now {_vma_text(now)}.")
 
     # -- accesses ------------------------------------------------------------------------------
     def on_write(self):
@@ -1114,18 +1176,25 @@ def _error_words(error):
             "ProcessKilled": "the process was killed (SIGKILL)"}.get(error, error)
 
 
-def _vma_ending_at(proc, addr):
-    if proc is None:
-        return None
-    v = proc.mm.find_vma(addr - 1) if addr else None
-    return v if v is not None and v.vm_end == addr else None
+class _Clip:
+    """A VMA as a neighbour looked while the step ran: the part of a VMA on one side of a
+    range (what __split_vma leaves of it), with the flags an earlier part of the same call
+    gave it. Has the attributes the narration reads from a VmAreaStruct."""
 
+    def __init__(self, vma, start, end, flags=None):
+        self.vma = vma
+        self.vm_mm = vma.vm_mm
+        self.vm_start, self.vm_end = start, end
+        self.vm_pgoff = vma.vm_pgoff + ((start - vma.vm_start) >> F.PAGE_SHIFT)
+        self.vm_flags = vma.vm_flags if flags is None else flags
+        self.vm_file, self.vm_ops = vma.vm_file, vma.vm_ops
+        self.anon_vma, self.anon_vma_chain = vma.anon_vma, vma.anon_vma_chain
 
-def _vma_starting_at(proc, addr):
-    if proc is None:
-        return None
-    v = proc.mm.find_vma(addr)
-    return v if v is not None and v.vm_start == addr else None
+    def pages(self):
+        return (self.vm_end - self.vm_start) >> F.PAGE_SHIFT
+
+    def perms(self):
+        return _perms(self.vm_flags, self)
 
 
 def _refusal(nb, new, side, flags=None):
@@ -1153,9 +1222,12 @@ def _refusal(nb, new, side, flags=None):
     if nb.anon_vma is not None and new.anon_vma is not None and nb.anon_vma.id != new.anon_vma.id:
         return (f"has another anon_vma (#{nb.anon_vma.id} vs #{new.anon_vma.id}): their pages "
                 "are filed under different anon_vmas")
-    if nb.anon_vma is not None and len(nb.anon_vma_chain) != 1:
+    if new.anon_vma is None and nb.anon_vma is not None and len(nb.anon_vma_chain) != 1:
         return ("was forked and still shares pages with its parent (its anon_vma_chain "
                 "has the parent's anon_vmas), so it cannot take in the range")
+    if nb.anon_vma is None and new.anon_vma is not None and len(new.anon_vma_chain) != 1:
+        return ("has no anon_vma, and the range's VMA was forked and still shares pages "
+                "with its parent, so its anon_vma cannot be handed over")
     if side == "previous" and nb.vm_pgoff + nb.pages() != new.vm_pgoff:
         return (f"is not contiguous in the file (its pages end at offset "
                 f"{_h(nb.vm_pgoff + nb.pages())}, the range starts at {_h(new.vm_pgoff)})")
