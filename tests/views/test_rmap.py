@@ -198,3 +198,14 @@ def test_crowded_kinds_are_unlabelled_unless_asked():
     ax = draw_rmap(m, ax=ax, labels=True)
     labelled = {t.get_gid() for t in ax.texts if t.get_gid()}
     assert labelled == {f"label:{n}" for n, k in g.nodes(data="kind") if k != "avc"}
+
+
+def test_every_node_is_inside_the_drawing():
+    m, p, base = many_vmas(1, 10)
+    ax = draw_rmap(m)
+    p.mmap(0x1000000, 4096, RW, ANON | vw.MAP_FIXED)      # lowest address: above the rest
+    ax = draw_rmap(m, ax=ax, previous=ax.rmap_layout)
+    new = ax.rmap_layout[f"vma:{p.pid}:0x1000000"]
+    lo, hi = ax.get_ylim()
+    assert all(lo < y < hi for _x, y in ax.rmap_layout.values())
+    assert new[1] > ax.rmap_layout[f"vma:{p.pid}:{base:#x}"][1]

@@ -279,12 +279,13 @@ def draw_rmap(machine, ax=None, highlight=None, changes=None, previous=None, lab
         right = kind == "page"
         _style.text(ax, x + (0.08 if right else -0.08), y, data["label"], fontsize=_style.FONT_SIZE,
                     ha="left" if right else "right", va="center", zorder=3, gid=f"label:{node}")
-    for kind in ("mm", "vma", "avc", "av", "page"):
-        _style.text(ax, COLUMNS[kind], 0.9, {"av": "anon_vma / file", "avc": "anon_vma_chain"}.get(kind, kind),
-                ha="center", va="bottom", fontsize=_style.FONT_SIZE + 1, weight="bold")
     ys = [p[1] for p in pos.values()] or [0.0]
+    top = max(ys)
+    for kind in ("mm", "vma", "avc", "av", "page"):
+        _style.text(ax, COLUMNS[kind], top + 0.9, {"av": "anon_vma / file", "avc": "anon_vma_chain"}.get(kind, kind),
+                ha="center", va="bottom", fontsize=_style.FONT_SIZE + 1, weight="bold")
     ax.set_xlim(-0.9, 4.9)
-    ax.set_ylim(min(ys) - 0.8, 1.6)
+    ax.set_ylim(min(ys) - 0.8, top + 2.0)
     _style.finish(ax, f"rmap: {len(kinds.get('mm', []))} mm, {len(kinds.get('vma', []))} VMAs, "
                  f"{len(kinds.get('av', []))} anon_vmas, {len(kinds.get('page', []))} pages")
     ax.rmap_layout = pos
