@@ -67,7 +67,8 @@ _TEXT_DEFAULTS = {"rotation": 0, "ha": "left", "va": "baseline", "family": "sans
 
 def text(ax, x, y, s, **kw):
     """``ax.text(x, y, s, **kw)``, recycling a Text of the previous drawing if any."""
-    props = dict(_TEXT_DEFAULTS, **kw)
+    props = dict(_TEXT_DEFAULTS, transform=ax.transData)
+    props.update(kw)
     pool = ax._vmwidgets_pool
     if pool:
         t = pool.pop()
@@ -86,12 +87,12 @@ def kept(ax, gid):
     return None
 
 
-def finish(ax, title):
+def finish(ax, title, pad=6.0):
     """Set the title and drop the texts of the previous drawing that were not reused."""
     for t in ax._vmwidgets_pool:
         t.remove()
     ax._vmwidgets_pool = []
-    ax.set_title(title, fontsize=FONT_SIZE + 2)
+    ax.set_title(title, fontsize=FONT_SIZE + 2, pad=pad)
     return ax
 
 

@@ -253,6 +253,8 @@ def draw_rmap(machine, ax=None, highlight=None, changes=None, previous=None, lab
     kinds = {}
     for node, kind in g.nodes(data="kind"):
         kinds.setdefault(kind, []).append(node)
+    # Markers shrink as the tallest column fills up (60 points^2 up to 25 slots).
+    size = max(6.0, min(60.0, 1500.0 / max(1, max((len(v) for v in kinds.values()), default=1))))
     for shape, members in (("o", ("mm", "vma", "avc", "av")), ("s", ("file", "page"))):
         gid = "nodes-" + ("round" if shape == "o" else "square")
         nodes = sorted(n for k in members for n in kinds.get(k, ()))
@@ -262,7 +264,7 @@ def draw_rmap(machine, ax=None, highlight=None, changes=None, previous=None, lab
         if sc is None:
             sc = ax.scatter([], [], marker=shape, zorder=2, gid=gid)
         sc.set_offsets([pos[n] for n in nodes] if nodes else np.empty((0, 2)))
-        sc.set_sizes([25 if g.nodes[n]["kind"] == "avc" else 60 for n in nodes])
+        sc.set_sizes([size * (0.4 if g.nodes[n]["kind"] == "avc" else 1.0) for n in nodes])
         sc.set_facecolor([_style.NODE_COLORS[g.nodes[n]["kind"]] for n in nodes])
         sc.set_edgecolor(edge)
         sc.set_linewidth([2.0 if e != "#525252" else 0.5 for e in edge])
@@ -282,12 +284,14 @@ def draw_rmap(machine, ax=None, highlight=None, changes=None, previous=None, lab
     ys = [p[1] for p in pos.values()] or [0.0]
     top = max(ys)
     for kind in ("mm", "vma", "avc", "av", "page"):
-        _style.text(ax, COLUMNS[kind], top + 0.9, {"av": "anon_vma / file", "avc": "anon_vma_chain"}.get(kind, kind),
-                ha="center", va="bottom", fontsize=_style.FONT_SIZE + 1, weight="bold")
+        _style.text(ax, (COLUMNS[kind] + 0.9) / 5.8, 1.0,
+                    {"av": "anon_vma, file", "avc": "AVC"}.get(kind, kind),
+                    ha="center", va="bottom", fontsize=_style.FONT_SIZE + 1, weight="bold",
+                    transform=ax.transAxes)
     ax.set_xlim(-0.9, 4.9)
-    ax.set_ylim(min(ys) - 0.8, top + 2.0)
+    ax.set_ylim(min(ys) - 1.0, top + 1.0)
     _style.finish(ax, f"rmap: {len(kinds.get('mm', []))} mm, {len(kinds.get('vma', []))} VMAs, "
-                 f"{len(kinds.get('av', []))} anon_vmas, {len(kinds.get('page', []))} pages")
+                 f"{len(kinds.get('av', []))} anon_vmas, {len(kinds.get('page', []))} pages", pad=16)
     ax.rmap_layout = pos
     ax.rmap_graph = g
     return ax
