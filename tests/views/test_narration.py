@@ -625,3 +625,45 @@ def test_mremap_grow_in_place_and_shrink(mp):
     assert f"the tail {r(B + 2 * PAGE, B + 6 * PAGE)}] was unmapped" in text
     assert "zap_pte_range() cleared 1 PTE; 1 frame went back to the free list" in text
     assert f"The mapping is now {r(B, B + 2 * PAGE, 'rw-p')}." in text
+
+
+def test_mmap_hint_taken(mp):
+    m, p = mp
+    a = p.mmap(0x200000000000, PAGE, RW, ANON)
+    assert a == 0x200000000000
+    assert "The hint 0x200000000000 was free, so the kernel placed the mapping there" in told(m)
+
+
+def test_brk_refused(mp):
+    m, p = mp
+    old = p.mm.brk
+    assert p.brk(0x1000) == old
+    text = told(m)
+    assert f"refused to move the break to 0x1000 and returned the old break {old:#x}" in text
+
+
+def test_oom_kill():
+    m = vw.Machine(ram="160K")
+    m.sysctl["vm.overcommit_memory"] = 1
+    q = m.spawn()
+    a = q.mmap(0, 64 * PAGE, RW, ANON)
+    with pytest.raises(vw.ProcessKilled):
+        for i in range(64):
+            q.write(a + i * PAGE, b"x")
+    text = told(m)
+    assert "failed: the process was killed (SIGKILL)." in text
+    assert "called the OOM killer (out_of_memory)" in text and f"(pid {q.pid})" in text
+    assert "Its exit freed" in text
+
+
+def test_accesses_without_call_tree():
+    m = vw.Machine(ram="16M", trace=False)
+    p = m.spawn()
+    a = p.mmap(0, 2 * PAGE, RW, ANON)
+    p.read(a, 1)
+    assert f"At {a:#x}, a read fault mapped the shared zero page: none -> zero page ro." in told(m)
+    p.write(a + PAGE, b"x")
+    assert f"At {a + PAGE:#x}, a fault mapped a page: none -> pfn" in told(m)
+    child = p.fork()
+    child.write(a + PAGE, b"y")
+    assert "a write fault copied the page (copy-on-write)" in told(m)

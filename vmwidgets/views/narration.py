@@ -260,6 +260,9 @@ class _Narrator:
         if rec.error == "SegmentationFault":
             self.segfault(reason)
             return
+        if rec.error == "ProcessKilled" and self.first("out_of_memory") is not None:
+            self.oom(reason)
+            return
         if reason:
             self.say(f"Why: {reason}.")
         if not _memory_changed(self.ch):
@@ -269,6 +272,19 @@ class _Narrator:
             lines = [line for line in self.ch.lines() if not line.startswith(("CPU ", "tlb_flush"))]
             self.say("Part of the work was done before the failure, and Linux does not undo "
                      "it: " + "; ".join(lines[:6]) + (" ..." if len(lines) > 6 else "") + ".")
+
+    def oom(self, reason):
+        victims = self.ch.pids_removed
+        freed = [f for f in self.ch.frames if f.kind == "freed"]
+        self.say("The kernel needed a free frame and found none: __alloc_pages_slowpath() "
+                 "tried reclaim first, then called the OOM killer (out_of_memory), which "
+                 "picked the process with the highest badness and killed it with SIGKILL"
+                 + (f" (pid {', '.join(map(str, victims))})" if victims else "") + ".")
+        if reason:
+            self.say(f"Why: {reason}.")
+        if freed:
+            self.say(f"Its exit freed {_plural(len(freed), 'frame')} "
+                     f"({_pfns(f.pfn for f in freed)}).")
 
     def segfault(self, reason):
         m = re.match(r"SIGSEGV \((SEGV_\w+)\) on (\w+) at (0x[0-9a-f]+): (.*)", reason or "")
@@ -294,8 +310,12 @@ class _Narrator:
         length = self.op.args[1] if len(self.op.args) > 1 else 0
         end = addr + F.page_align(length)
         fixed = len(self.op.args) > 3 and self.op.args[3] & (F.MAP_FIXED | F.MAP_FIXED_NOREPLACE)
+        hint = self.op.args[0] if self.op.args else 0
         if fixed:
             self.say(f"MAP_FIXED put the mapping exactly at {_rng(addr, end)}.")
+        elif hint and addr == hint:
+            self.say(f"The hint {_h(hint)} was free, so the kernel placed the mapping there: "
+                     f"{_rng(addr, end)}.")
         elif self.first("unmapped_area_topdown"):
             self.say(f"The kernel placed the new mapping at {_rng(addr, end)} (top-down "
                      "search below mmap_base).")
@@ -704,6 +724,9 @@ class _Narrator:
         faults = self.calls("exc_page_fault")
         if self.record.error:
             return
+        if self.trace is None:
+            self.access_from_diff()
+            return
         if not faults:
             stale = self.stale_hits()
             fills = [c for c in self.ch.tlb if c.filled]
@@ -726,6 +749,27 @@ class _Narrator:
             return
         for fault in faults:
             self.fault(fault)
+
+    def access_from_diff(self):
+        """Without a call tree (``Machine(trace=False)``): what the PTE changes show."""
+        ptes = [c for c in self.ch.ptes if c.pid == self.pid]
+        if not ptes:
+            self.say("No PTE changed (no call tree was recorded: the machine runs with "
+                     "trace=False).")
+            return
+        for c in ptes[:4]:
+            old, new = pte_text(c.old), pte_text(c.new)
+            if not c.old and new.startswith("zero page"):
+                what = "a read fault mapped the shared zero page"
+            elif not c.old:
+                what = "a fault mapped a page"
+            elif c.old_pfn != c.new_pfn and c.new:
+                what = "a write fault copied the page (copy-on-write)"
+            elif c.old_pfn == c.new_pfn and "rw" in new and "ro" in old:
+                what = "a write fault made the page writable in place"
+            else:
+                what = "the PTE changed"
+            self.say(f"At {_h(c.address)}, {what}: {old} -> {new}.")
 
     def stale_hits(self):
         """Pages of this access whose PTE (before the step) does not map them, although the
