@@ -53,6 +53,7 @@ def test_mmap_adds_one_vma_and_nothing_else():
     assert not ch.vma_changed(p.pid, a + 4 * PAGE)
     assert not ch.vma_changed(p.pid + 1, a)
     assert ch.vma_marks(p.pid) == {a: "added"}
+    assert ch.ranges_mapped(p.pid) == [(a, a + 4 * PAGE)] and ch.ranges_unmapped(p.pid) == []
     assert ch.ptes == [] and ch.frames == [] and ch.anon_vmas_added == []
 
 
@@ -68,6 +69,7 @@ def test_mmap_merging_with_prev_resizes_it():
     assert (c.before.start, c.before.end) == (a, a + 2 * PAGE)
     assert (c.after.start, c.after.end) == (b, a + 2 * PAGE)
     assert ch.vma_marks(p.pid) == {b: "resized"}
+    assert ch.ranges_mapped(p.pid) == [(b, a)]
 
 
 def test_munmap_in_the_middle_splits():
@@ -84,6 +86,8 @@ def test_munmap_in_the_middle_splits():
     assert ch.vmas_removed(p.pid) == [(a, a + 3 * PAGE)]
     assert set(ch.vma_marks(p.pid)) == {a, a + 2 * PAGE}
     assert ch.vma_changed(p.pid, a + PAGE)          # the old VMA covered the hole
+    assert ch.ranges_unmapped(p.pid) == [(a + PAGE, a + 2 * PAGE)]
+    assert ch.ranges_mapped(p.pid) == []
 
 
 def test_munmap_whole_vma_removes_it_and_frees_its_pages():
@@ -322,6 +326,13 @@ def test_random_runs_diff_agrees_with_both_states(seed):
             ids_b = {v.id for p in after.processes if p.pid == pid for v in p.mm.mm_mt}
             pv = ch.vmas.get(pid, PidVmaChanges())
             assert ids_b == (ids_a - {c.id for c in pv.removed}) | {c.id for c in pv.added}, (i, rec)
+            pages_a = {a for p in before.processes if p.pid == pid for v in p.mm.mm_mt
+                       for a in range(v.vm_start, v.vm_end, PAGE)}
+            pages_b = {a for p in after.processes if p.pid == pid for v in p.mm.mm_mt
+                       for a in range(v.vm_start, v.vm_end, PAGE)}
+            got_un = {a for s, e in ch.ranges_unmapped(pid) for a in range(s, e, PAGE)}
+            got_map = {a for s, e in ch.ranges_mapped(pid) for a in range(s, e, PAGE)}
+            assert got_un == pages_a - pages_b and got_map == pages_b - pages_a, (i, rec)
             for c in pv:
                 if c.after is not None:
                     proc = next(p for p in after.processes if p.pid == pid)

@@ -370,6 +370,21 @@ class Changes:
                                     "re-protected" if "reprotected" in c.kinds else "changed")
         return marks
 
+    def ranges_unmapped(self, pid):
+        """``[(start, end)]``: addresses of ``pid`` mapped before the step and not after
+        (whatever happened to the VMA structs: a split keeps parts under new ids)."""
+        return _subtract([(c.before.start, c.before.end) for c in self.vmas.get(pid, ())
+                          if c.before is not None],
+                         [(c.after.start, c.after.end) for c in self.vmas.get(pid, ())
+                          if c.after is not None])
+
+    def ranges_mapped(self, pid):
+        """``[(start, end)]``: addresses of ``pid`` mapped after the step and not before."""
+        return _subtract([(c.after.start, c.after.end) for c in self.vmas.get(pid, ())
+                          if c.after is not None],
+                         [(c.before.start, c.before.end) for c in self.vmas.get(pid, ())
+                          if c.before is not None])
+
     def vmas_removed(self, pid):
         """``[(start, end)]`` of the VMAs of ``pid`` the step removed (as they were)."""
         return [(c.before.start, c.before.end) for c in self.vmas.get(pid, ())
@@ -403,6 +418,26 @@ class Changes:
 
     def __str__(self):
         return "\n".join(self.lines()) or "no change"
+
+
+def _subtract(ranges, minus):
+    """The parts of ``ranges`` that no range of ``minus`` covers, merged and sorted.
+    (Unchanged VMAs never overlap a changed one's old or new range, so the changed ones
+    are enough.)"""
+    out = []
+    for start, end in sorted(ranges):
+        pieces = [(start, end)]
+        for ms, me in minus:
+            pieces = [p for a, b in pieces
+                      for p in ((a, min(b, ms)), (max(a, me), b)) if p[0] < p[1]]
+        out.extend(pieces)
+    merged = []
+    for a, b in sorted(out):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged
 
 
 # -- the diff ---------------------------------------------------------------------------------
