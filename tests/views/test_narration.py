@@ -302,7 +302,9 @@ def test_tlb_shootdown_on_two_cpus():
     a = p.mmap(0, 4 * PAGE, RW, ANON)
     t = p.clone_thread(cpu=1)
     t.write(a, b"x")
+    assert told(m).startswith(f"Step {len(m.timeline) - 1}: tid {t.tid} (pid {p.pid}): write(")
     p.write(a + PAGE, b"y")
+    assert told(m).startswith(f"Step {len(m.timeline) - 1}: pid {p.pid}: write(")
     p.munmap(a, 4 * PAGE)
     text = told(m)
     assert "CPU 0 flushed 2 pages locally (local MM shootdown)" in text

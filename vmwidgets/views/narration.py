@@ -235,6 +235,9 @@ class _Narrator:
     def run(self):
         rec = self.record
         head = f"Step {rec.index}: {op_text(self.op)}"
+        if self.op.target and self.pid != self.op.target:
+            head = head.replace(f"pid {self.op.target}: ",
+                                f"tid {self.op.target} (pid {self.pid}): ", 1)
         if rec.error:
             self.say(f"{head} failed: {_error_words(rec.error)}.")
         else:
