@@ -55,19 +55,22 @@ def text(page, sel):
     return page.locator(f".vmw-explorer {sel}").first.inner_text()
 
 
-def drive_explorer(page):
-    """Back x3, Step x3, Run; returns the click -> picture times (ms)."""
+def drive_explorer(page, shots=None):
+    """Back x3, Step x3, Run; returns the click -> picture times (ms). ``shots``: a path
+    prefix for screenshots of the explorer three steps back and after Run."""
     page.wait_for_selector(".vmw-explorer img.vmw-picture[src]", timeout=120_000)
     page.wait_for_function("() => document.querySelector('.vmw-explorer .vmw-narration').innerText.length > 0")
     head_narration, head_src = text(page, ".vmw-narration"), page.locator("img.vmw-picture").get_attribute("src")
     head_position = text(page, ".vmw-position")
-    assert re.search(r"step (\d+) of \1", head_position), head_position
+    assert re.search(r"after (\d+) of \1 steps", head_position), head_position
     times, narrations, pictures = [], [head_narration], []
     for _ in range(3):
         times.append(page.evaluate(JS_CLICK_AND_TIME, ".vmw-back"))
         narrations.append(text(page, ".vmw-narration"))
         pictures.append(page.locator("img.vmw-picture").get_attribute("src"))
     assert "past state" in text(page, ".vmw-position")
+    if shots:
+        page.locator(".vmw-explorer").screenshot(path=f"{shots}-past.png")
     assert len(set(narrations)) == 4, f"the narration did not change at each step back: {narrations}"
     assert head_src not in pictures
     for _ in range(3):
@@ -77,10 +80,12 @@ def drive_explorer(page):
     # Act from the live machine (the default mmap), back to the head with one more step.
     page.evaluate(JS_CLICK_AND_TIME, ".vmw-back")
     times.append(page.evaluate(JS_CLICK_AND_TIME, ".vmw-run"))
-    n = int(re.search(r"step (\d+)", head_position).group(1))
-    assert f"step {n + 1} of {n + 1}" in text(page, ".vmw-position")
+    n = int(re.search(r"after (\d+)", head_position).group(1))
+    assert f"after {n + 1} of {n + 1} steps" in text(page, ".vmw-position")
     assert re.search(r"mmap\(.*\) = 0x", text(page, ".vmw-message")), text(page, ".vmw-message")
     assert "mmap" in text(page, ".vmw-narration")
+    if shots:
+        page.locator(".vmw-explorer").screenshot(path=f"{shots}-run.png")
     assert all(t is not None for t in times), f"a click did not change the picture: {times}"
     return times
 
@@ -125,7 +130,7 @@ def test_explorer_in_jupyterlab(examples_server, browser_page, artifacts_dir):
         open_notebook(page, examples_server, NOTEBOOK)
         run_all_cells(page)
         page.wait_for_function(JS_RUN_FINISHED, timeout=120_000)
-        record(artifacts_dir, "lab", drive_explorer(page))
+        record(artifacts_dir, "lab", drive_explorer(page, artifacts_dir / "explorer-lab"))
         check_exercise(page)
         page.locator(".vmw-reality button").click()
         page.wait_for_function("() => /differences|not available|could not/.test("
@@ -144,7 +149,7 @@ def test_explorer_in_notebook7(examples_server, browser_page, artifacts_dir):
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
                                ".jp-DebuggerBugButton, .jp-KernelStatus", timeout=90_000)
         run_all_cells(page)
-        record(artifacts_dir, "notebook7", drive_explorer(page))
+        record(artifacts_dir, "notebook7", drive_explorer(page, artifacts_dir / "explorer-notebook7"))
         check_exercise(page)
 
     finish(page, artifacts_dir, "notebook7", errors, run, NOTEBOOK7_NOISE)
@@ -165,7 +170,7 @@ def test_explorer_in_voila(examples_server, browser_page, artifacts_dir):
 
     def run():
         page.goto(f"{s.url}/voila/render/{NOTEBOOK}?token={s.token}", wait_until="domcontentloaded")
-        record(artifacts_dir, "voila", drive_explorer(page))
+        record(artifacts_dir, "voila", drive_explorer(page, artifacts_dir / "explorer-voila"))
         check_exercise(page)
 
     finish(page, artifacts_dir, "voila", errors, run)

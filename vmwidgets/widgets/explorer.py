@@ -296,7 +296,7 @@ class Explorer(W.VBox):
         changes = _views.get("step_changes")(before, after, record) if before is not None else None
         pid = self.process.value
         running = pid is not None and any(p.pid == pid for p in after.processes if p.alive)
-        self.position.value = (f"<b>step {n} of {head}</b>" + (
+        self.position.value = (f"<b>after {n} of {head} steps</b>" + (
             "" if n == head else " &mdash; a past state, read-only; Run acts on the live machine"))
         if record is None:
             self.narration.value = "<i>The machine as it started (no step yet).</i>"
