@@ -250,8 +250,8 @@ def test_cow_copy_after_fork_and_reuse_after_exit(mp):
     child.write(a, b"c")
     new = child.pagemap(a).pfn
     text = told(m)
-    assert "copy-on-write" in text and "wp_page_copy() copied the page" in text
-    assert f"because pfn {old:#x} is shared (refcount 2)" in text
+    assert "copy-on-write" in text
+    assert f"pfn {old:#x} is shared (refcount 2), so wp_page_copy() copied it" in text
     assert f"into a new frame, pfn {new:#x}" in text
     assert f"pfn {old:#x} is now mapped 1 time(s)" in text
     assert "local MM shootdown (1 page)" in text or "flushed 1 page locally" in text
@@ -260,7 +260,7 @@ def test_cow_copy_after_fork_and_reuse_after_exit(mp):
     child2.exit()
     p.write(a, b"p")
     text = told(m)
-    assert f"wp_can_reuse_anon_folio() found pfn {old:#x} used by this process alone" in text
+    assert f"wp_can_reuse_anon_folio() found pfn {old:#x} used by this process alone (refcount 1)" in text
     assert "wp_page_reuse() just made the PTE writable again: no copy" in text
     assert "frame allocated" not in text
 

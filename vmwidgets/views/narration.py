@@ -340,7 +340,7 @@ class _Narrator:
             self.say(f"MAP_POPULATE faulted {_plural(len(faulted), 'page')} in at once "
                      "(__mm_populate).")
 
-    def new_range(self, start, end, merge_func):
+    def new_range(self, start, end, merge_func, creator="__mmap_new_vma"):
         """Narrate a range that was not mapped before: a merge, or a new VMA."""
         merges = self.calls(merge_func)
         merged = [c for c in merges if c.result not in (None, "NULL")]
@@ -355,7 +355,7 @@ class _Narrator:
         else:
             if now is None:
                 return
-            self.say(f"A new VMA {_vma_text(now)} was created (__mmap_new_vma): "
+            self.say(f"A new VMA {_vma_text(now)} was created ({creator}): "
                      + self.no_merge_reason(before_p, now, start, end) + ".")
 
     def merge_sentence(self, start, end, target, now, before_p, func):
@@ -480,7 +480,8 @@ class _Narrator:
         if hi > lo:
             self.say(f"The heap grew: the break moved up from {_h(lo)} to {_h(hi)} "
                      "(do_brk_flags).")
-            self.new_range(F.page_align(lo), F.page_align(hi), "vma_merge_new_range")
+            self.new_range(F.page_align(lo), F.page_align(hi), "vma_merge_new_range",
+                           creator="do_brk_flags")
         else:
             self.say(f"The heap shrank: the break moved down from {_h(lo)} to {_h(hi)}; "
                      "the pages above it were unmapped (do_vmi_munmap).")
@@ -898,26 +899,27 @@ class _Narrator:
                         f"never written; do_wp_page() -> wp_page_copy() gave the process a "
                         f"zeroed frame of its own, pfn {newtxt}, mapped writable."
                         + _anon_vma_prepared(copy))
-            why = ""
+            why = f"pfn {_h(old)} is still mapped elsewhere"
             if reuse_check is not None:
-                notes = " ".join(reuse_check.changes)
-                m = re.search(r"refcount (\d+)", notes)
-                why = (f" because pfn {_h(old)} is shared (refcount {m.group(1)})" if m else
-                       f" because pfn {_h(old)} is still shared")
+                m = re.search(r"refcount (\d+)", " ".join(reuse_check.changes))
+                if m:
+                    why = f"pfn {_h(old)} is shared (refcount {m.group(1)})"
             fc = self.ch.frame_change(old) if old is not None else None
             after = (f"; pfn {_h(old)} is now mapped {fc.after.mapcount} time(s)"
                      if fc is not None and fc.after.kind != "free" else
                      f"; pfn {_h(old)} was freed" if fc is not None else "")
             return (f"{head}: copy-on-write. The PTE was read-only although the VMA is "
-                    f"writable, so do_wp_page() ran; wp_page_copy() copied the page{why} "
+                    f"writable, so do_wp_page() ran; {why}, so wp_page_copy() copied it "
                     f"into a new frame, pfn {newtxt}, and pointed this process's PTE at it "
                     f"(writable){after}. The old translation was flushed from the TLB "
                     "(ptep_clear_flush).")
         if reuse is not None:
             page = _parse_pfn(reuse.args.get("page"))
-            return (f"{head}: the PTE was read-only (copy-on-write since a fork), but "
+            m = re.search(r"refcount (\d+)", " ".join(reuse_check.changes)) if reuse_check else None
+            count = f" (refcount {m.group(1)})" if m else ""
+            return (f"{head}: the PTE was write-protected (as for copy-on-write), but "
                     f"wp_can_reuse_anon_folio() found pfn {_h(page) if page is not None else '?'} "
-                    "used by this process alone (refcount 1), so wp_page_reuse() just made "
+                    f"used by this process alone{count}, so wp_page_reuse() just made "
                     "the PTE writable again: no copy.")
         return f"{head}: handled by do_wp_page()."
 
@@ -979,9 +981,9 @@ class _Narrator:
         if shared:
             self.say(f"copy_pte_range() shared {_plural(len(shared), 'page')} with the child "
                      f"(mapcount up: pfn {_pfns(f.pfn for f in shared)})"
-                     + (f" and write-protected {_plural(len(wp), 'parent PTE')} for "
-                        "copy-on-write: the first write by either process will copy the page"
-                        if wp else "") + ".")
+                     + (f" and write-protected {_plural(len(wp), 'parent PTE')} (the "
+                        "child's copies are read-only too): a write by either process now "
+                        "faults for copy-on-write" if wp else "") + ".")
         else:
             self.say("No anonymous page was present, so no PTE was copied.")
 
