@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from ..core.flags import PAGE_SHIFT, PAGE_SIZE
 from ..core.pgtable import pte_pfn, pte_text
 
-__all__ = ["Changes", "PidVmaChanges", "VmaState", "VmaChange", "PteChange", "FrameState", "FrameChange",
-           "TlbChange", "step_changes", "vma_state", "frame_state"]
+__all__ = ["Changes", "PidVmaChanges", "VmaState", "VmaChange", "PteChange", "FrameState",
+           "FrameChange", "TlbChange", "step_changes", "vma_state", "frame_state"]
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,8 @@ class PteChange:
         return pte_pfn(self.new) if self.new else None
 
     def __str__(self):
-        return f"pid {self.pid}: pte {self.address:#x}: {pte_text(self.old)} -> {pte_text(self.new)}"
+        return (f"pid {self.pid}: pte {self.address:#x}: "
+                f"{pte_text(self.old)} -> {pte_text(self.new)}")
 
 
 @dataclass(frozen=True)
@@ -252,8 +253,9 @@ class Changes:
     """Everything that differs between two machines (see :func:`step_changes`).
 
     ``vmas`` maps each pid with a VMA change to its :class:`PidVmaChanges` (``.added``,
-    ``.removed``, ``.resized``, ``.reprotected``; ``vmas[pid]`` of another pid is empty); :attr:`vma_list` is all of them by pid
-    then address. Lists, in a stable order: ``ptes`` (:class:`PteChange`, by pid then address), ``frames`` (:class:`FrameChange`,
+    ``.removed``, ``.resized``, ``.reprotected``; ``vmas[pid]`` of another pid is empty);
+    ``vma_list`` holds all of them, by pid then address. Lists, in a stable order:
+    ``ptes`` (:class:`PteChange`, by pid then address), ``frames`` (:class:`FrameChange`,
     by PFN), ``anon_vmas_added`` / ``anon_vmas_removed`` (ids), ``avcs_added`` /
     ``avcs_removed`` (``(pid, vma id, anon_vma id)``), ``pids_added`` / ``pids_removed``,
     ``tlb`` (:class:`TlbChange` per CPU whose TLB changed), ``tlb_flushes`` (the step's

@@ -532,7 +532,8 @@ class _Narrator:
         tables = [f for f in self.ch.frames if f.kind == "freed" and f.before.kind == "pgtable"]
         text = f"zap_pte_range() cleared {_plural(len(cleared), 'PTE')}"
         if freed:
-            text += f"; {_plural(len(freed), 'frame')} went back to the free list ({_pfns(f.pfn for f in freed)})"
+            text += (f"; {_plural(len(freed), 'frame')} went back to the free list "
+                     f"({_pfns(f.pfn for f in freed)})")
         if kept:
             text += (f"; {_plural(len(kept), 'frame')} stayed, still mapped elsewhere ("
                      + ", ".join(f"pfn {_h(f.pfn)} mapcount {f.before.mapcount} -> "
@@ -735,7 +736,8 @@ class _Narrator:
             stale = self.stale_hits()
             fills = [c for c in self.ch.tlb if c.filled]
             if stale:
-                self.say("No page fault, but not because the page tables allow it: " + "; ".join(stale)
+                self.say("No page fault, but not because the page tables allow it: "
+                         + "; ".join(stale)
                          + ". The CPU used a stale TLB entry that a flush should have removed.")
             elif fills:
                 self.say("No page fault: the page tables already allowed the access; the CPU's "
@@ -958,7 +960,8 @@ class _Narrator:
         reused = []
         for call in forks:
             if call.find("anon_vma_alloc") is None:
-                for note in call.find("anon_vma_clone").all_changes() if call.find("anon_vma_clone") else []:
+                clone = call.find("anon_vma_clone")
+                for note in clone.all_changes() if clone is not None else []:
                     if ".anon_vma = anon_vma#" in note:
                         reused.append(note.rsplit("#", 1)[1])
         self.say(f"fork created pid {child}: dup_mmap() copied {_plural(len(vmas), 'VMA')} "
@@ -998,7 +1001,7 @@ class _Narrator:
         vmas = self.ch.vmas.get(pid, [])
         self.say(f"pid {pid} exited: exit_mmap() unmapped all {_plural(len(vmas), 'VMA')} "
                  "and freed its page tables.")
-        freed = [f for f in self.ch.frames if f.kind == "freed" and f.before.kind not in ("pgtable",)]
+        freed = [f for f in self.ch.frames if f.kind == "freed" and f.before.kind != "pgtable"]
         kept = [f for f in self.ch.frames if f.kind == "changed" and "mapcount" in f.fields]
         if freed:
             self.say(f"{_plural(len(freed), 'frame')} it alone used went back to the free list "
@@ -1184,7 +1187,8 @@ def _tlb_sentence(cause, pid, group, range_calls):
         parts = []
         for (cpu, reason), pages in per_cpu.items():
             if len(pages) == 1:
-                parts.append(f"CPU {cpu} flushed {_pages(pages[0])} locally ({REASON_TEXT[reason]})")
+                parts.append(f"CPU {cpu} flushed {_pages(pages[0])} locally "
+                             f"({REASON_TEXT[reason]})")
             else:
                 total = "all its entries" if -1 in pages else _plural(sum(pages), "page")
                 parts.append(f"CPU {cpu} flushed locally {len(pages)} times, {total} in all "
