@@ -72,12 +72,14 @@ def kernel_side(changes, seed):
     ex = vw.widgets.Explorer(m, pid=p.pid)
     rng = random.Random(seed)
     times = {"slider": [], "back": [], "step": [], "run mprotect": [], "choose VMA": []}
+    drawn, cached = [], []
     vmas = [f"vma:{p.pid}:{0x10000000 + i * 0x10000:#x}" for i in range(1, 30, 2)]
     for _ in range(3):     # warm up: first figure, imports, caches
         ex.slider.value = rng.randrange(len(m.timeline))
     ex.timings.clear()
     for i in range(changes):
         kind = list(times)[i % len(times)]
+        before = len(ex._pictures)
         t0 = time.perf_counter()
         if kind == "slider":
             ex.slider.value = rng.randrange(len(m.timeline) + 1)
@@ -93,13 +95,18 @@ def kernel_side(changes, seed):
             ex.slider.value = len(m.timeline)
             t0 = time.perf_counter()
             ex.vma.value = rng.choice([v for v in vmas if v in [o[1] for o in ex.vma.options]] or [None])
-        times[kind].append(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        times[kind].append(elapsed)
+        (drawn if len(ex._pictures) > before or len(ex._pictures) == ex.picture_cache else cached).append(elapsed)
     print(f"Kernel side: {len(m.processes)} processes with {counts} VMAs, "
           f"{len(m.timeline)} steps of history, picture {len(ex.picture.value) // 1024} KiB PNG")
     for kind, values in times.items():
         print(f"  {kind:14s} {fmt(values)}")
     every = [v for values in times.values() for v in values]
     print(f"  {'all':14s} {fmt(every)}   targets: median < 50 ms, p95 < 100 ms")
+    print(f"  {'new picture':14s} {fmt(drawn)}   (a step/selection not shown before: drawn)")
+    if cached:
+        print(f"  {'kept picture':14s} {fmt(cached)}   (shown before: the PNG is reused)")
     png = [t[1] for t in ex.timings]
     print(f"  of which matplotlib draw + PNG (Agg): {fmt(png)}")
 

@@ -187,3 +187,21 @@ def test_parsers():
     assert parse_flags("MAP_SHARED|anonymous") == vw.MAP_SHARED | vw.MAP_ANONYMOUS
     with pytest.raises(InputError, match="64 bits"):
         parse_int(str(1 << 64), "addr")
+
+
+def test_pictures_of_steps_already_shown_are_not_drawn_again(ex, monkeypatch):
+    run(ex, "mmap", addr="0x10000000", length="8K", prot="rw-", flags="private|anonymous|fixed")
+    run(ex, "write", addr="0x10000000", data="x")
+    head_png = ex.picture.value
+    ex.back_button.click()
+    back_png = ex.picture.value
+    drawn = []
+    real = ex._draw
+    monkeypatch.setattr(ex, "_draw", lambda *a: drawn.append(a) or real(*a))
+    ex.step_button.click()
+    ex.back_button.click()
+    assert drawn == [] and ex.picture.value == back_png
+    ex.step_button.click()
+    assert ex.picture.value == head_png
+    ex.vma.value = f"vma:{ex.process.value}:0x10000000"          # a new selection: drawn
+    assert len(drawn) == 1

@@ -31,6 +31,7 @@ import errno
 import html
 import io
 import time
+from collections import OrderedDict
 
 import ipywidgets as W
 
@@ -77,8 +78,13 @@ class Explorer(W.VBox):
     :param pid: the process to act on first (default: the first one running).
     :param dpi: resolution of the picture.
 
-    ``timings`` keeps, for each redraw, ``(total, png)`` seconds (the benchmark reads it).
+    ``timings`` keeps, for each redraw, ``(total, picture)`` seconds (the benchmark reads
+    it). Pictures are kept by (step, process, selected VMA): going back to a step already
+    shown costs no drawing.
     """
+
+    #: How many rendered pictures to keep (about 100-200 KiB each).
+    picture_cache = 128
 
     def __init__(self, machine, pid=None, dpi=72):
         if machine.frozen:
@@ -93,6 +99,7 @@ class Explorer(W.VBox):
         self._highlight = None
         self._figure = None
         self._rmap_layout = None
+        self._pictures = OrderedDict()     # (step, pid, selection) -> PNG bytes
         self._busy = False
         self._quiet = False
 
@@ -312,7 +319,17 @@ class Explorer(W.VBox):
         self.rmap.value = _views.get("rmap_text")(after)
         self._update_vmas(after, pid if running else None)
         t1 = time.perf_counter()
-        self.picture.value = self._draw(after, pid if running else None, changes)
+        # A state of the timeline never changes once recorded, so the picture of step n
+        # (for one process and one selection) can be kept and shown again as it was.
+        key = (n, pid if running else None, self._highlight)
+        png = self._pictures.get(key)
+        if png is None:
+            png = self._pictures[key] = self._draw(after, pid if running else None, changes)
+            while len(self._pictures) > self.picture_cache:
+                self._pictures.popitem(last=False)
+        else:
+            self._pictures.move_to_end(key)
+        self.picture.value = png
         t2 = time.perf_counter()
         self.timings.append((t2 - t0, t2 - t1))
 
