@@ -669,3 +669,11 @@ def test_accesses_without_call_tree():
     child = p.fork()
     child.write(a + PAGE, b"y")
     assert "a write fault copied the page (copy-on-write)" in told(m)
+
+
+def test_kill(mp):
+    m, p = mp
+    q = m.spawn()
+    q.kill("test")
+    text = told(m)
+    assert f"pid {q.pid} was killed (SIGKILL: test): exit_mmap() unmapped all {9} VMAs" in text

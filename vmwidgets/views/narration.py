@@ -999,7 +999,9 @@ class _Narrator:
                      "space stays with the other threads.")
             return
         vmas = self.ch.vmas.get(pid, [])
-        self.say(f"pid {pid} exited: exit_mmap() unmapped all {_plural(len(vmas), 'VMA')} "
+        how = "exited" if self.op.call == "exit" else (
+            f"was killed (SIGKILL: {self.op.args[0]})" if self.op.args else "was killed")
+        self.say(f"pid {pid} {how}: exit_mmap() unmapped all {_plural(len(vmas), 'VMA')} "
                  "and freed its page tables.")
         freed = [f for f in self.ch.frames if f.kind == "freed" and f.before.kind != "pgtable"]
         kept = [f for f in self.ch.frames if f.kind == "changed" and "mapcount" in f.fields]
