@@ -205,3 +205,20 @@ def test_pictures_of_steps_already_shown_are_not_drawn_again(ex, monkeypatch):
     assert ex.picture.value == head_png
     ex.vma.value = f"vma:{ex.process.value}:0x10000000"          # a new selection: drawn
     assert len(drawn) == 1
+
+
+def test_a_process_not_running_at_the_step_shown(ex):
+    m = ex.machine
+    run(ex, "fork")
+    child = max(p.pid for p in m.processes if p.alive)
+    ex.process.value = child
+    assert f"pid {child}" in ex.maps.value or "[stack]" in ex.maps.value
+    ex.slider.value = 1                                       # before the fork
+    assert f"pid {child} is not running at step 1" in ex.maps.value
+    assert ex.vma.options == (("(none)", None),) and "could not" not in ex.message.value
+    run(ex, "exit")                                           # from the past: acts on the live child
+    assert ex.slider.value == len(m.timeline) and child not in [v for _, v in ex.process.options]
+    run(ex, "exit")                                           # the last process
+    assert ex.process.value is None and ex.run_button.disabled
+    ex.act()
+    assert "no process is running" in ex.message.value
