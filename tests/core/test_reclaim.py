@@ -161,3 +161,25 @@ def test_oom_killer_picks_the_largest_process():
     assert kill.pid == big.pid and "badness" in kill.outcome[0]
     assert small.read(pg(39), 1) == b"\0"
     vw.validate(m)
+
+
+def test_reclaim_during_a_cow_fault_skips_the_page_being_prepared():
+    # do_cow_fault() allocates its new anonymous page first, then reads the file page. When
+    # that read needs reclaim, the new page (no rmap yet, not yet on the kernel's LRU) must
+    # not be scanned. Found by fuzzing: rmap_walk() crashed on its missing anon_vma.
+    m = vw.Machine(ram=64 * P)
+    m.sysctl["vm.overcommit_memory"] = 1
+    m.create_file("/one", b"file page".ljust(16 * P, b"."))   # read-around reads 16 pages
+    p, filler = m.spawn(), m.spawn()
+    fd = p.open("/one", 2)
+    a = p.mmap(0, P, RW, vw.MAP_PRIVATE, fd, 0)
+    big = filler.mmap(0, 64 * P, RW, vw.MAP_PRIVATE | vw.MAP_ANONYMOUS)
+    i = 0
+    while m.phys.nr_free > 3:
+        filler.write(big + i * P, b"f")
+        i += 1
+    assert a and m.phys.nr_free == 3
+    p.write(a, b"F")        # read-around runs out of frames: direct reclaim runs mid-fault
+    assert m.stats["pgsteal"] > 0
+    assert p.read(a, 9) == b"File page" and m.read_file("/one")[:9] == b"file page"
+    vw.validate(m)

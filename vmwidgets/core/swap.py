@@ -276,8 +276,12 @@ def shrink_node(machine, nr_pages):
     """mm/vmscan.c: shrink_node(): reclaim up to ``nr_pages`` frames from the LRU, coldest
     first; returns how many were freed.
     Simplification: shrink_node_memcgs / shrink_lruvec / shrink_inactive_list are not shown."""
+    # A page allocated for a fault still being served (do_cow_fault's new page while the
+    # file page is read) has no rmap yet; the kernel adds it to the LRU only once it is
+    # mapped (folio_add_lru_vma), so reclaim cannot see it.
     candidates = sorted((p for p in machine.phys.pages.values()
-                         if p.kind in ("anon", "file") and p.lru), key=lambda p: p.lru)
+                         if p.kind in ("anon", "file") and p.lru and p.mapping is not None),
+                        key=lambda p: p.lru)
     freed, second_chance = shrink_folio_list(machine, candidates, nr_pages)
     if freed < nr_pages and second_chance:
         # One more pass over the pages that were referenced (their bits are now clear).
