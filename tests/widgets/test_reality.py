@@ -52,3 +52,14 @@ def test_skips_with_a_message_without_a_live_kernel(monkeypatch):
 def test_bad_ops_are_refused_with_a_message(ops, expect):
     with pytest.raises(InputError, match=expect):
         RealityCheck(ops)
+
+
+def test_ops_of_a_scenario():
+    ops, skipped = reality.scenario_ops("segv-accerr-maperr")
+    assert ops == [("mmap", 0, 2, "rw"), ("write", 0, "hi"), ("mprotect", 0, 2, "r"), ("read", 0, 2)]
+    assert len(skipped) == 2 and all("would kill the live child" in s for s in skipped)
+    w = RealityCheck.from_scenario("split-mprotect")
+    assert [op[0] for op in w.ops] == ["mmap", "mprotect"] and w.skipped == []
+    if w.available:
+        assert w.run() == 0
+        assert "100000002000-100000005000 r--p" in w.table.value

@@ -16,7 +16,7 @@ import ipywidgets as W
 
 from ..core import flags as F
 from ..core.machine import Machine
-from .inputs import InputError, parse_prot
+from .inputs import InputError, parse_flags, parse_int, parse_prot
 
 P = F.PAGE_SIZE
 ARENA = 0x100000000000
@@ -74,18 +74,66 @@ def _bits(entry, root):
     return text + (f" {entry & ((1 << 55) - 1):#x}" if root and entry >> 63 & 1 else "")
 
 
-class RealityCheck(W.VBox):
-    """Model vs this machine's kernel, side by side, for ``ops`` (default: a short demo)."""
+def scenario_ops(name):
+    """The simple steps of library scenario ``name`` as ops on the arena, and a note for
+    each step left out (another process, a flag other than private|anonymous|fixed, an
+    access that faults: it would kill the live child)."""
+    from .. import scenarios
+    sc = scenarios.get(name)
+    ops, skipped, procs = [], [], set()
+    for i, step in enumerate(sc.ops):
+        a = step.args
+        why = None
+        if step.call == "spawn":
+            procs.add(step.bind)
+            continue
+        if step.call not in _OPS:
+            why = f"{step.call} is not one of {', '.join(_OPS)}"
+        elif len(procs) > 1 or step.proc not in procs:
+            why = "another process than the first"
+        elif step.expect is not None and "SEGV" in str(step.expect):
+            why = f"it faults ({step.expect}), which would kill the live child"
+        elif step.call == "mmap" and parse_flags(a["flags"]) != _FIXED:
+            why = "mmap flags other than private|anonymous|fixed"
+        if why:
+            skipped.append(f"step {i} ({step.call}): {why}")
+            continue
+        page = (parse_int(a["addr"], "addr") - ARENA) // P
+        if step.call in ("mmap", "mprotect", "munmap"):
+            op = (step.call, page, -(-parse_int(a["length"], "length") // P))
+            ops.append(op + ((a["prot"],) if step.call != "munmap" else ()))
+        elif step.call == "write":
+            ops.append(("write", page, a["data"]))
+        else:
+            ops.append(("read", page, int(a["size"])))
+    return ops, skipped
 
-    def __init__(self, ops=None, npages=8):
+
+class RealityCheck(W.VBox):
+    """Model vs this machine's kernel, side by side, for ``ops`` (default: a short demo).
+
+    ``RealityCheck.from_scenario("split-mprotect")`` takes the simple steps of a library
+    scenario (see :func:`scenario_ops`); ``skipped`` lists the steps left out.
+    """
+
+    @classmethod
+    def from_scenario(cls, name):
+        ops, skipped = scenario_ops(name)
+        npages = max([op[1] + (op[2] if op[0] in ("mmap", "mprotect", "munmap") else 1)
+                      for op in ops] + [1])
+        return cls(ops, npages=max(npages, 8), skipped=skipped)
+
+    def __init__(self, ops=None, npages=8, skipped=()):
         self.npages = npages
+        self.skipped = list(skipped)
         self.ops = _check_ops(DEMO if ops is None else ops, npages)
         self.run_button = W.Button(description="Run in both", button_style="primary", icon="play")
         self.status = W.HTML()
         self.table = W.HTML()
+        self.notes = W.HTML("".join(f"<br><i>left out: {html.escape(n)}</i>" for n in self.skipped))
         self.differences = 0
         self.run_button.on_click(lambda _: self.run())
-        super().__init__([self.run_button, self.status, self.table])
+        super().__init__([self.run_button, self.status, self.notes, self.table])
         self.add_class("vmw-reality")
         from .. import live
         self.available = live.live_kernel_available()
