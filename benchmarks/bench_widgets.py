@@ -94,7 +94,7 @@ def kernel_side(changes, seed):
         else:
             ex.slider.value = len(m.timeline)
             t0 = time.perf_counter()
-            ex.vma.value = rng.choice([v for v in vmas if v in [o[1] for o in ex.vma.options]] or [None])
+            ex.vma.value = rng.choice([v for v in vmas if v in [o[1] for o in ex.vma.options]] or [""])
         elapsed = time.perf_counter() - t0
         times[kind].append(elapsed)
         (drawn if len(ex._pictures) > before or len(ex._pictures) == ex.picture_cache else cached).append(elapsed)

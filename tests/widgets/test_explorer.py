@@ -151,7 +151,7 @@ def test_selecting_a_vma_highlights_it_and_fills_the_fields(ex):
     assert "2 pages, 1 present" in ex.vma_info.value and "0x10001000&rarr;pfn" in ex.vma_info.value
     # The selection follows the timeline while the VMA exists, and clears when it does not.
     ex.slider.value = 1
-    assert ex.vma.value is None and ex.vma_info.value == ""
+    assert ex.vma.value == "" and ex.vma.label == "(none)" and ex.vma_info.value == ""
 
 
 def test_a_failing_view_shows_a_message_not_a_broken_widget(ex, monkeypatch):
@@ -215,7 +215,7 @@ def test_a_process_not_running_at_the_step_shown(ex):
     assert f"pid {child}" in ex.maps.value or "[stack]" in ex.maps.value
     ex.slider.value = 1                                       # before the fork
     assert f"pid {child} is not running at step 1" in ex.maps.value
-    assert ex.vma.options == (("(none)", None),) and "could not" not in ex.message.value
+    assert ex.vma.options == (("(none)", ""),) and "could not" not in ex.message.value
     run(ex, "exit")                                           # from the past: acts on the live child
     assert ex.slider.value == len(m.timeline) and child not in [v for _, v in ex.process.options]
     run(ex, "exit")                                           # the last process

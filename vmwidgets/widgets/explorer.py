@@ -362,16 +362,16 @@ class Explorer(W.VBox):
 
     # -- VMA selection --------------------------------------------------------------------------
     def _update_vmas(self, state, pid):
-        options = [("(none)", None)]
+        options = [("(none)", "")]     # not None: a Dropdown shows None as no selection
         try:
             mm = state.task(pid).mm if pid is not None else None
         except ProcessLookupError:
             mm = None
         if mm is not None:
             options += [(maps_line(v).rstrip(), f"vma:{pid}:{v.vm_start:#x}") for v in for_each_vma(mm)]
-        keep = self.vma.value if self.vma.value in [v for _, v in options] else None
+        keep = self.vma.value if self.vma.value in [v for _, v in options] else ""
         self._set_options(self.vma, options, keep)
-        self._highlight = keep
+        self._highlight = keep or None
         self.vma_info.value = self._vma_info(state, keep) if keep else ""
 
     def _vma_info(self, state, node):
@@ -393,7 +393,7 @@ class Explorer(W.VBox):
         node = change["new"]
         if self._busy or self._quiet:
             return
-        if node is not None:
+        if node:
             _, _, start = node.split(":")
             state = self.machine.timeline.state(self.slider.value)
             vma = next((v for v in for_each_vma(state.task(self.process.value).mm)
@@ -401,5 +401,5 @@ class Explorer(W.VBox):
             if vma is not None:
                 self.fields["addr"].value = f"{vma.vm_start:#x}"
                 self.fields["length"].value = f"{vma.vm_end - vma.vm_start:#x}"
-        self._highlight = node
+        self._highlight = node or None
         self.show(self.slider.value)
