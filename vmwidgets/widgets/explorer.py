@@ -9,9 +9,9 @@ Timeline: the slider is the number of steps shown (``m.timeline.state(n)``); bac
 and play move it. A past state is read-only; **Run** while one is shown acts on the live
 machine and jumps to the newest step.
 
-Views: the address space strip of the chosen process and the rmap, as one PNG (matplotlib
-Agg; one figure reused for every redraw), the narration of the step shown, its call tree,
-the maps text and the rmap text. Choosing a VMA highlights it in the rmap picture, lists
+Views: the address space strip of the chosen process and the rmap, as inline SVG in an
+``HTML`` widget (:mod:`vmwidgets.views.svg`: built as text, the browser draws it), the
+narration of the step shown, its call tree, the maps text and the rmap text. Choosing a VMA highlights it in the rmap picture, lists
 its pages and fills the address and length fields with its range.
 
 >>> import vmwidgets as vw
@@ -29,7 +29,6 @@ True
 
 import errno
 import html
-import io
 import time
 from collections import OrderedDict
 
@@ -76,14 +75,14 @@ class Explorer(W.VBox):
 
     :param machine: the live machine; a process is spawned if none is running.
     :param pid: the process to act on first (default: the first one running).
-    :param dpi: resolution of the picture.
+    :param dpi: ignored (the picture is SVG); kept so that older calls still work.
 
     ``timings`` keeps, for each redraw, ``(total, picture)`` seconds (the benchmark reads
     it). Pictures are kept by (step, process, selected VMA): going back to a step already
     shown costs no drawing.
     """
 
-    #: How many rendered pictures to keep (about 100-200 KiB each).
+    #: How many pictures to keep (SVG text, about 100-200 KiB each).
     picture_cache = 128
 
     def __init__(self, machine, pid=None, dpi=72):
@@ -97,9 +96,8 @@ class Explorer(W.VBox):
         self.dpi = dpi
         self.timings = []
         self._highlight = None
-        self._figure = None
         self._rmap_layout = None
-        self._pictures = OrderedDict()     # (step, pid, selection) -> PNG bytes
+        self._pictures = OrderedDict()     # (step, pid, selection) -> SVG text (HTML)
         self._busy = False
         self._quiet = False
 
@@ -122,7 +120,7 @@ class Explorer(W.VBox):
         self.position = W.HTML()
         self.vma = W.Dropdown(description="VMA", layout=W.Layout(width="560px"))
         self.vma_info = W.HTML()
-        self.picture = W.Image(format="png", layout=W.Layout(max_width="900px"))
+        self.picture = W.HTML(layout=W.Layout(max_width="900px"))
         self.narration = W.HTML(layout=W.Layout(min_height="2em"))
         self.trace = W.Textarea(layout=W.Layout(width="900px", height="220px"), disabled=True)
         self.maps = W.Textarea(layout=W.Layout(width="900px", height="220px"), disabled=True)
@@ -322,43 +320,30 @@ class Explorer(W.VBox):
         # A state of the timeline never changes once recorded, so the picture of step n
         # (for one process and one selection) can be kept and shown again as it was.
         key = (n, pid if running else None, self._highlight)
-        png = self._pictures.get(key)
-        if png is None:
-            png = self._pictures[key] = self._draw(after, pid if running else None, changes)
+        picture = self._pictures.get(key)
+        if picture is None:
+            picture = self._pictures[key] = self._draw(after, pid if running else None, changes)
             while len(self._pictures) > self.picture_cache:
                 self._pictures.popitem(last=False)
         else:
             self._pictures.move_to_end(key)
-        self.picture.value = png
+        self.picture.value = picture
         t2 = time.perf_counter()
         self.timings.append((t2 - t0, t2 - t1))
 
     def _draw(self, after, pid, changes):
-        if self._figure is None:
-            from matplotlib.figure import Figure   # Agg canvas, no pyplot state
-            self._figure = Figure(figsize=(9, 5.4), dpi=self.dpi)
-            gs = self._figure.add_gridspec(2, 1, height_ratios=[1, 2.2], hspace=0.15,
-                                           left=0.02, right=0.98, top=0.95, bottom=0.02)
-            self._axes = (self._figure.add_subplot(gs[0]), self._figure.add_subplot(gs[1]))
-        import matplotlib
-        # Text is most of the cost of a picture (matplotlib 3.11 renders each glyph in
-        # turn, ~1.5 ms a label here); unhinted glyphs rasterise about 30% faster.
-        with matplotlib.rc_context({"text.hinting": "none"}):
-            top, bottom = self._axes
-            top.clear()
-            bottom.clear()
+        from ..views import rmap_graph, rmap_layout, svg
+        if pid is not None:
             address = int(self._highlight.split(":")[2], 16) if self._highlight else None
-            if pid is not None:
-                _views.get("draw_address_space")(after, pid, ax=top, changes=changes, highlight=address)
-            else:
-                top.set_axis_off()
-                top.text(0.5, 0.5, "the chosen process is not running at this step", ha="center")
-            _views.get("draw_rmap")(after, ax=bottom, highlight=self._highlight, changes=changes,
-                                    previous=self._rmap_layout)
-            self._rmap_layout = getattr(bottom, "rmap_layout", None)
-            buf = io.BytesIO()
-            self._figure.savefig(buf, format="png", dpi=self.dpi, pil_kwargs={"compress_level": 1})
-            return buf.getvalue()
+            strip = svg.address_space_svg(after, pid, changes=changes, highlight=address)
+        else:
+            strip = svg.message_svg("the chosen process is not running at this step")
+        # The rmap keeps the layout of the picture drawn before: nodes stay where they were.
+        graph = rmap_graph(after)
+        self._rmap_layout = rmap_layout(graph, self._rmap_layout)
+        rmap = svg.rmap_svg(after, changes=changes, highlight=self._highlight, graph=graph,
+                            layout=self._rmap_layout)
+        return f'<div class="vmw-svg">{strip}<br>{rmap}</div>'
 
     # -- VMA selection --------------------------------------------------------------------------
     def _update_vmas(self, state, pid):
