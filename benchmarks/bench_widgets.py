@@ -4,15 +4,15 @@ Kernel side: an address space of 50 VMAs in each of 3 processes (a parent and tw
 children), an Explorer over it, and many control changes as a student makes them: the
 step slider moved to a random step, Back, Step, an mprotect run from the controls (the
 live machine changes and the widget jumps to the head), a VMA chosen. Each is timed from
-setting the control's value (or clicking) until the widget's views (picture PNG,
+setting the control's value (or clicking) until the widget's views (picture SVG,
 narration, call tree, maps, rmap text) hold the new state; ipywidgets runs the observers
 synchronously, so this is the time the kernel spends before the front end gets the
-update. Printed: median and 95th percentile per kind and overall, and the share of the
-matplotlib draw + PNG encoding (Agg) in it.
+update. Printed: median and 95th percentile per kind and overall, and the share of
+building the picture (the strip and the rmap as SVG text, vmwidgets.views.svg) in it.
 
 Browser side (``--browser``, on by default when Chromium and Playwright are there):
 JupyterLab on loopback, the same machine in a notebook, Chromium clicks Back/Step; the
-time from the click until the picture's ``src`` changes (the new PNG is in the page).
+time from the click until the picture changes (the new SVG is in the page).
 
 Targets (issue 5): kernel median < 50 ms and p95 < 100 ms; browser p95 < 250 ms.
 Nothing is asserted; the figures are printed.
@@ -99,16 +99,16 @@ def kernel_side(changes, seed):
         times[kind].append(elapsed)
         (drawn if len(ex._pictures) > before or len(ex._pictures) == ex.picture_cache else cached).append(elapsed)
     print(f"Kernel side: {len(m.processes)} processes with {counts} VMAs, "
-          f"{len(m.timeline)} steps of history, picture {len(ex.picture.value) // 1024} KiB PNG")
+          f"{len(m.timeline)} steps of history, picture {len(ex.picture.value) // 1024} KiB SVG")
     for kind, values in times.items():
         print(f"  {kind:14s} {fmt(values)}")
     every = [v for values in times.values() for v in values]
     print(f"  {'all':14s} {fmt(every)}   targets: median < 50 ms, p95 < 100 ms")
     print(f"  {'new picture':14s} {fmt(drawn)}   (a step/selection not shown before: drawn)")
     if cached:
-        print(f"  {'kept picture':14s} {fmt(cached)}   (shown before: the PNG is reused)")
-    png = [t[1] for t in ex.timings]
-    print(f"  of which matplotlib draw + PNG (Agg): {fmt(png)}")
+        print(f"  {'kept picture':14s} {fmt(cached)}   (shown before: the SVG is reused)")
+    picture = [t[1] for t in ex.timings]
+    print(f"  of which the picture (SVG text, or a kept one): {fmt(picture)}")
 
 
 def browser_side(clicks):
@@ -122,7 +122,7 @@ def browser_side(clicks):
         return
     import nbformat
     from tests.browser.servers import jupyter_server
-    from tests.browser.test_widgets_browser import JS_CLICK_AND_TIME
+    from tests.browser.test_widgets_browser import JS_CLICK_AND_TIME, PICTURE_READY
     from tests.browser.test_lab_smoke import JS_RUN_FINISHED, open_notebook, run_all_cells
     from tests.browser.conftest import CHROMIUM_ARGS
 
@@ -140,7 +140,7 @@ def browser_side(clicks):
             open_notebook(page, server, "bench.ipynb")
             run_all_cells(page)
             page.wait_for_function(JS_RUN_FINISHED, timeout=120_000)
-            page.wait_for_selector(".vmw-explorer img.vmw-picture[src]", timeout=120_000)
+            page.wait_for_selector(PICTURE_READY, timeout=120_000)
             for _ in range(3):   # warm up
                 page.evaluate(JS_CLICK_AND_TIME, ".vmw-back")
             times = []

@@ -2,7 +2,7 @@
 
 One Jupyter server serves examples/ to all three. In each, the notebook runs on a real
 kernel; the test clicks Back and Step on the explorer's timeline and Run, and checks that
-the picture (its PNG changes) and the narration change, and that the page logs no errors.
+the picture (its inline SVG changes) and the narration change, and that the page logs no errors.
 Screenshots and the click -> new picture times go to test-artifacts/browser/ (the times
 are recorded, never asserted; benchmarks/bench_widgets.py prints their summary).
 """
@@ -21,19 +21,19 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240)]
 NOTEBOOK = "explorer.ipynb"
 
 # Click a button and wait until the step shown changes; resolve with the milliseconds
-# from the click until the picture's src changed (null if it did not within 3 s after).
+# from the click until the picture's SVG changed (null if it did not within 3 s after).
 JS_CLICK_AND_TIME = """async (sel) => {
     const root = document.querySelector('.vmw-explorer');
-    const img = root.querySelector('img.vmw-picture');
+    const picture = () => root.querySelector('.vmw-picture').innerHTML;
     const pos = () => root.querySelector('.vmw-position').innerText;
-    const src0 = img.src, pos0 = pos();
+    const src0 = picture(), pos0 = pos();
     const t0 = performance.now();
     root.querySelector(sel).click();
     return await new Promise((resolve, reject) => {
         let pictureAt = null, posAt = null;
         const check = () => {
             const now = performance.now();
-            if (pictureAt === null && img.src !== src0) pictureAt = now - t0;
+            if (pictureAt === null && picture() !== src0) pictureAt = now - t0;
             if (posAt === null && pos() !== pos0) posAt = now;
             if (pictureAt !== null && posAt !== null) { done(); resolve(pictureAt); }
             else if (posAt !== null && now - posAt > 3000) { done(); resolve(null); }
@@ -51,6 +51,15 @@ JS_MATHJAX_STANDIN = ("window.MathJax = new Proxy(function () {}, "
                       "{get: () => window.MathJax, apply: () => window.MathJax});")
 
 
+#: The picture is shown: the strip and the rmap, two inline SVGs, are in the page.
+PICTURE_READY = ".vmw-explorer .vmw-picture svg[role=img] + br + svg[role=img]"
+
+
+def picture(page):
+    """The picture's markup (the two SVGs): changes whenever what it shows changes."""
+    return page.locator(".vmw-explorer .vmw-picture").first.inner_html()
+
+
 def text(page, sel):
     return page.locator(f".vmw-explorer {sel}").first.inner_text()
 
@@ -58,16 +67,16 @@ def text(page, sel):
 def drive_explorer(page, shots=None):
     """Back x3, Step x3, Run; returns the click -> picture times (ms). ``shots``: a path
     prefix for screenshots of the explorer three steps back and after Run."""
-    page.wait_for_selector(".vmw-explorer img.vmw-picture[src]", timeout=120_000)
+    page.wait_for_selector(PICTURE_READY, timeout=120_000)
     page.wait_for_function("() => document.querySelector('.vmw-explorer .vmw-narration').innerText.length > 0")
-    head_narration, head_src = text(page, ".vmw-narration"), page.locator("img.vmw-picture").get_attribute("src")
+    head_narration, head_src = text(page, ".vmw-narration"), picture(page)
     head_position = text(page, ".vmw-position")
     assert re.search(r"after (\d+) of \1 steps", head_position), head_position
     times, narrations, pictures = [], [head_narration], []
     for _ in range(3):
         times.append(page.evaluate(JS_CLICK_AND_TIME, ".vmw-back"))
         narrations.append(text(page, ".vmw-narration"))
-        pictures.append(page.locator("img.vmw-picture").get_attribute("src"))
+        pictures.append(picture(page))
     assert "past state" in text(page, ".vmw-position")
     if shots:
         page.locator(".vmw-explorer").screenshot(path=f"{shots}-past.png")
@@ -99,7 +108,7 @@ def check_exercise(page):
 
 def record(artifacts_dir, name, times):
     (artifacts_dir / f"explorer-latency-{name}.json").write_text(json.dumps(
-        {"unit": "ms", "what": "click (Back/Step/Run) -> new picture src", "times": times}, indent=1))
+        {"unit": "ms", "what": "click (Back/Step/Run) -> new picture SVG", "times": times}, indent=1))
 
 
 # Messages from Notebook 7's own front end and static files, listed exactly so that any

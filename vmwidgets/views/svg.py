@@ -38,9 +38,9 @@ def _n(v):
     return f"{v:.1f}".rstrip("0").rstrip(".")
 
 
-def _open(width, height, label):
+def _open(width, height, label, top=0.0):
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{_n(height)}" '
-            f'viewBox="0 0 {width} {_n(height)}" role="img" aria-label="{escape(label)}" '
+            f'viewBox="0 {_n(top)} {width} {_n(height)}" role="img" aria-label="{escape(label)}" '
             f'style="max-width:100%;height:auto;font-size:9px;{FONT}">'
             f'<title>{escape(label)}</title>')
 
@@ -137,6 +137,7 @@ def message_svg(text):
 
 # -- the rmap graph ---------------------------------------------------------------------------
 _TOP = 44.0          # room for the title and the column headings (pixels)
+_SLOT = 5.0          # pixels per layout slot: neighbours in a column are 10 pixels apart
 
 
 def rmap_svg(machine, changes=None, highlight=None, previous=None, graph=None, layout=None):
@@ -161,25 +162,26 @@ def rmap_svg(machine, changes=None, highlight=None, previous=None, graph=None, l
     for node, kind in g.nodes(data="kind"):
         kinds.setdefault(kind, []).append(node)
     ys = [p[1] for p in pos.values()] or [0.0]
-    top, bottom = max(ys) + 1.0, min(ys) - 1.0
-    # Pixels per slot: roomy for a small graph, tighter (down to 4) for a tall one.
-    unit = max(4.0, min(12.0, 560.0 / (top - bottom)))
-    height = _TOP + (top - bottom) * unit + 8
     xscale = WIDTH / 5.8
 
     def px(x):
         return (x + 0.9) * xscale
 
+    # A fixed scale from a fixed origin (slot 0 at pixel 0; the viewBox grows to fit): a
+    # node the layout keeps in place keeps its pixels from step to step.
     def py(y):
-        return _TOP + (top - y) * unit
+        return -y * _SLOT
+
+    first = py(max(ys)) - _SLOT - _TOP          # the top of the picture
+    height = py(min(ys)) + _SLOT + 8 - first
 
     title = (f"rmap: {len(kinds.get('mm', []))} mm, {len(kinds.get('vma', []))} VMAs, "
              f"{len(kinds.get('av', []))} anon_vmas, {len(kinds.get('page', []))} pages")
-    out = [_open(WIDTH, height, title),
-           _text(WIDTH / 2, 10, title, "middle", ' font-size="11" font-weight="bold"')]
+    out = [_open(WIDTH, height, title, first),
+           _text(WIDTH / 2, first + 10, title, "middle", ' font-size="11" font-weight="bold"')]
     for kind in ("mm", "vma", "avc", "av", "page"):
         heading = {"av": "anon_vma, file", "avc": "AVC"}.get(kind, kind)
-        out.append(_text(px(COLUMNS[kind]), 30, heading, "middle", ' font-size="10" font-weight="bold"'))
+        out.append(_text(px(COLUMNS[kind]), first + 30, heading, "middle", ' font-size="10" font-weight="bold"'))
     out.append('<g class="edges" fill="none">')
     for u, v, k in sorted(g.edges(data="kind"), key=lambda e: (_EDGE_ORDER[e[2]], e[0], e[1])):
         (x0, y0), (x1, y1) = pos[u], pos[v]
@@ -190,7 +192,7 @@ def rmap_svg(machine, changes=None, highlight=None, previous=None, graph=None, l
                    f'x1="{_n(px(x0))}" y1="{_n(py(y0))}" x2="{_n(px(x1))}" y2="{_n(py(y1))}" '
                    f'stroke="{colour}" stroke-width="{0.5 if k == "maps" else 1}"{dash}/>')
     out.append("</g>")
-    radius = max(2.0, min(5.0, unit * 0.45))
+    radius = 2.5
     crowded = {k for k, members in kinds.items() if len(members) > LABEL_LIMIT}
     for node in sorted(g, key=lambda n: (pos[n][0], -pos[n][1], n)):
         data = g.nodes[node]
