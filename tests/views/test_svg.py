@@ -10,8 +10,6 @@ from vmwidgets.views.svg import address_space_svg, message_svg, rmap_svg
 
 from .scenes import ANON, RW, family
 
-pytest.importorskip("networkx")
-
 NS = "{http://www.w3.org/2000/svg}"
 
 
@@ -141,6 +139,7 @@ def test_unchanged_nodes_keep_their_position_from_one_step_to_the_next():
     assert len(kept) >= len(first) - 1 and len(second) > len(first)
     assert all(first[n] == second[n] for n in kept)
     # And through the Explorer, which passes the layout of the picture before.
+    pytest.importorskip("ipywidgets")
     from vmwidgets.widgets import Explorer
     ex = Explorer(m)
     before = positions(parse(ex.picture.value.split("<br>")[1].removesuffix("</div>")))
