@@ -155,14 +155,12 @@ def test_selecting_a_vma_highlights_it_and_fills_the_fields(ex):
 
 
 def test_a_failing_view_shows_a_message_not_a_broken_widget(ex, monkeypatch):
-    from vmwidgets.widgets import _views
+    from vmwidgets.widgets import explorer
 
     def broken(*a, **k):
         raise RuntimeError("view exploded")
 
-    monkeypatch.setitem(_views._FALLBACK, "narrate", broken)
-    monkeypatch.setattr(_views, "is_real", lambda name: False)
-    monkeypatch.setattr(_views, "get", lambda name: _views._FALLBACK[name])
+    monkeypatch.setattr(explorer, "narrate", broken)
     run(ex, "mmap", length="4K")
     assert "could not show step" in ex.message.value and "view exploded" in ex.message.value
     assert ex.slider.value == len(ex.machine.timeline)     # the rest of the widget works
@@ -222,3 +220,19 @@ def test_a_process_not_running_at_the_step_shown(ex):
     assert ex.process.value is None and ex.run_button.disabled
     ex.act()
     assert "no process is running" in ex.message.value
+
+
+def test_the_page_walk_frames_and_tlb_tabs_follow_the_step(ex):
+    run(ex, "mmap", addr="0x10000000", length="8K", prot="rw-", flags="private|anonymous|fixed")
+    pid = ex.process.value
+    run(ex, "write", addr="0x10001000", data="x")
+    assert ex.slider.value == len(ex.machine.timeline)
+    assert ex.walk.value.startswith("Choose a VMA")
+    ex.vma.value = f"vma:{pid}:0x10000000"
+    pfn = ex.machine.task(pid).pagemap(0x10001000).pfn
+    assert "0x10000000" in ex.walk.value
+    assert f"{pfn:#x}" in ex.frames.value
+    assert "CPU 0" in ex.tlb.value
+    assert f"pid {pid} 0x10001000" in ex.frames.value
+    ex.slider.value = len(ex.machine.timeline) - 1       # before the write: not mapped yet
+    assert f"pid {pid} 0x10001000" not in ex.frames.value

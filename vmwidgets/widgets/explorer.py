@@ -11,8 +11,10 @@ machine and jumps to the newest step.
 
 Views: the address space strip of the chosen process and the rmap, as inline SVG in an
 ``HTML`` widget (:mod:`vmwidgets.views.svg`: built as text, the browser draws it), the
-narration of the step shown, its call tree, the maps text and the rmap text. Choosing a VMA highlights it in the rmap picture, lists
-its pages and fills the address and length fields with its range.
+narration of the step shown, and tabs with its call tree, the maps, the address space and
+the rmap as text, the page-table walk of the chosen VMA's first page, the frames and the
+TLBs. Choosing a VMA highlights it in the rmap picture, lists its pages and fills the
+address and length fields with its range.
 
 >>> import vmwidgets as vw
 >>> m = vw.Machine(ram="16M")
@@ -38,7 +40,9 @@ from ..core import flags as F
 from ..core.errors import BusError, ProcessKilled, SegmentationFault
 from ..core.mm_types import for_each_vma
 from ..procfs import maps_line
-from . import _views
+from ..views import (address_space_text, frames_text, rmap_text, tlb_text, walk_text)
+from ..views.diff import step_changes
+from ..views.narration import narrate, trace_view
 from .inputs import (InputError, _names, parse_advice, parse_data, parse_flags, parse_int,
                      parse_prot)
 
@@ -126,14 +130,19 @@ class Explorer(W.VBox):
         self.maps = W.Textarea(layout=W.Layout(width="900px", height="220px"), disabled=True)
         self.rmap = W.Textarea(layout=W.Layout(width="900px", height="160px"), disabled=True)
         self.strip_text = W.Textarea(layout=W.Layout(width="900px", height="220px"), disabled=True)
+        self.walk = W.Textarea(layout=W.Layout(width="900px", height="160px"), disabled=True)
+        self.frames = W.Textarea(layout=W.Layout(width="900px", height="220px"), disabled=True)
+        self.tlb = W.Textarea(layout=W.Layout(width="900px", height="220px"), disabled=True)
         self.picture_text = W.HTML(
             '<span class="vmw-alt" style="font-size:smaller">Picture: the address space of '
             'the chosen process (top) and the rmap (bottom); the same as text in the tabs '
             'below.</span>')
 
         self._field_box = W.HBox([self.fields[n] for n in _DEFAULTS], layout=W.Layout(flex_flow="row wrap"))
-        tabs = W.Tab(children=[self.maps, self.strip_text, self.rmap, self.trace])
-        for i, title in enumerate(["/proc/PID/maps", "address space", "rmap", "call tree"]):
+        tabs = W.Tab(children=[self.maps, self.strip_text, self.rmap, self.trace, self.walk,
+                               self.frames, self.tlb])
+        for i, title in enumerate(["/proc/PID/maps", "address space", "rmap", "call tree",
+                                   "page walk", "frames", "TLB"]):
             tabs.set_title(i, title)
         W.link((self.play, "value"), (self.slider, "value"))
 
@@ -298,7 +307,7 @@ class Explorer(W.VBox):
         after = tl.state(n)
         before = tl.state(n - 1) if n > 0 else None
         record = tl.record(n - 1) if n > 0 else None
-        changes = _views.get("step_changes")(before, after, record) if before is not None else None
+        changes = step_changes(before, after, record) if before is not None else None
         pid = self.process.value
         running = pid is not None and any(p.pid == pid for p in after.processes if p.alive)
         self.position.value = (f"<b>after {n} of {head} steps</b>" + (
@@ -307,15 +316,22 @@ class Explorer(W.VBox):
             self.narration.value = "<i>The machine as it started (no step yet).</i>"
             self.trace.value = ""
         else:
-            self.narration.value = html.escape(_views.get("narrate")(record, before, after)).replace("\n", "<br>")
-            self.trace.value = _views.get("trace_view")(record)
+            self.narration.value = html.escape(narrate(record, before, after)).replace("\n", "<br>")
+            self.trace.value = trace_view(record)
         if running:
             self.maps.value = after.task(pid).proc_maps()
-            self.strip_text.value = _views.get("address_space_text")(after, pid, changes)
+            self.strip_text.value = address_space_text(after, pid, changes)
         else:
             self.maps.value = self.strip_text.value = f"pid {pid} is not running at step {n}"
-        self.rmap.value = _views.get("rmap_text")(after)
+        self.rmap.value = rmap_text(after)
+        self.frames.value = frames_text(after, changes)
+        self.tlb.value = tlb_text(after, changes)
         self._update_vmas(after, pid if running else None)
+        if self._highlight:
+            start = int(self._highlight.split(":")[2], 16)
+            self.walk.value = walk_text(after, pid, start, changes)
+        else:
+            self.walk.value = "Choose a VMA to see the page-table walk of its first page."
         t1 = time.perf_counter()
         # A state of the timeline never changes once recorded, so the picture of step n
         # (for one process and one selection) can be kept and shown again as it was.
