@@ -32,14 +32,16 @@ HEADER = ("# tracer: function_graph\n"
           "# |     |   |                     |   |   |   |")
 
 
-def function_graph(call, cpu=0, indent=2, header=False, args=True):
+def function_graph(call, cpu=0, indent=2, header=False, args=True, depth=None):
     """Render ``call`` and its callees; ``cpu`` fills the ``CPU)`` column.
 
     :param header: start with ftrace's ``# tracer: function_graph`` header.
     :param args: show the arguments (``funcgraph-args``); without them lines are shorter.
+    :param depth: show calls down to this many levels below ``call`` (``None``: all); a
+        call whose callees are cut off ends with ``/* N calls below */``.
     """
     lines = [HEADER] if header else []
-    _render(call, 0, f"{cpu:>2})               |  ", indent, args, lines)
+    _render(call, 0, f"{cpu:>2})               |  ", indent, args, depth, lines)
     return "\n".join(lines)
 
 
@@ -55,12 +57,20 @@ def _retval(call):
     return call.result
 
 
-def _render(call, depth, prefix, indent, args, lines):
-    pad = prefix + " " * (indent * depth)
+def calls_below(call):
+    """How many calls the tree under ``call`` holds (not counting ``call`` itself)."""
+    return sum(1 for _ in call.walk()) - 1
+
+
+def _render(call, level, prefix, indent, args, depth, lines):
+    pad = prefix + " " * (indent * level)
     value = _retval(call)
-    if not call.body and not call.dropped and not call.dropped_calls:
+    cut = depth is not None and level >= depth
+    if cut or (not call.body and not call.dropped and not call.dropped_calls):
         tail = f" /* = {value} */" if value is not None else ""
-        lines.append(f"{pad}{_signature(call, args)};{tail}")
+        hidden = calls_below(call) if cut else 0
+        below = f" /* {hidden} call{'' if hidden == 1 else 's'} below */" if hidden else ""
+        lines.append(f"{pad}{_signature(call, args)};{tail}{below}")
         return
     lines.append(f"{pad}{_signature(call, args)} {{")
     inner = pad + " " * indent
@@ -68,7 +78,7 @@ def _render(call, depth, prefix, indent, args, lines):
         if isinstance(item, str):
             lines.append(f"{inner}/* {item} */")
         else:
-            _render(item, depth + 1, prefix, indent, args, lines)
+            _render(item, level + 1, prefix, indent, args, depth, lines)
     if call.dropped_calls:
         lines.append(f"{inner}/* ... and {call.dropped_calls} more call(s), not recorded */")
     if call.dropped:

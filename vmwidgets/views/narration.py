@@ -39,6 +39,7 @@ from ..core import flags as F
 from ..core.pgtable import pte_text
 from ..core.tlb import REASON_TEXT, TLB_SINGLE_PAGE_FLUSH_CEILING
 from .diff import step_changes
+from ..trace.graph import calls_below, function_graph
 
 __all__ = ["narrate", "trace_view", "trace_rows", "op_text"]
 
@@ -1326,14 +1327,10 @@ def trace_rows(record, depth=None):
     return rows
 
 
-def _count(call):
-    return sum(1 for _ in call.walk()) - 1
-
-
 def _rows(call, level, depth, rows):
     value = call.error if call.error is not None else call.result
     if depth is not None and level >= depth:
-        rows.append((level, call.func, dict(call.args), value, [], _count(call)))
+        rows.append((level, call.func, dict(call.args), value, [], calls_below(call)))
         return
     rows.append((level, call.func, dict(call.args), value, call.changes, 0))
     for child in call.children:
@@ -1359,34 +1356,4 @@ def trace_view(record, depth=None, args=True, cpu=0):
     _check_depth(depth)
     if record.trace is None:
         return "(no call tree: this machine runs with trace=False)"
-    lines = []
-    prefix = f"{cpu:>2})               |  "
-    _render(record.trace, 0, depth, prefix, args, lines)
-    return "\n".join(lines)
-
-
-def _render(call, level, depth, prefix, args, lines):
-    pad = prefix + "  " * level
-    sig = call.func + ("(" + ", ".join(f"{k}={v}" for k, v in call.args.items()) + ")"
-                       if args else "()")
-    value = call.error if call.error is not None else call.result
-    cut = depth is not None and level >= depth
-    hidden = _count(call) if cut else 0
-    if cut or (not call.body and not call.dropped and not call.dropped_calls):
-        tail = f" /* = {value} */" if value is not None else ""
-        below = f" /* {_plural(hidden, 'call')} below */" if hidden else ""
-        lines.append(f"{pad}{sig};{tail}{below}")
-        return
-    lines.append(f"{pad}{sig} {{")
-    inner = pad + "  "
-    for item in call.body:
-        if isinstance(item, str):
-            lines.append(f"{inner}/* {item} */")
-        else:
-            _render(item, level + 1, depth, prefix, args, lines)
-    if call.dropped_calls:
-        lines.append(f"{inner}/* ... and {call.dropped_calls} more call(s), not recorded */")
-    if call.dropped:
-        lines.append(f"{inner}/* ... and {call.dropped} more change(s) */")
-    tail = f" /* {call.func} = {value} */" if value is not None else ""
-    lines.append(f"{pad}}}{tail}")
+    return function_graph(record.trace, cpu, args=args, depth=depth)
