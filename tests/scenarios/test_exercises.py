@@ -11,6 +11,8 @@ import pytest
 import vmwidgets as vw
 from vmwidgets.core import pgtable
 from vmwidgets.scenarios import exercises as E
+from vmwidgets.scenarios.exercises.base import _line_text
+from vmwidgets.scenarios.exercises.tlb import _simulate
 
 P = vw.PAGE_SIZE
 SEEDS = range(25)
@@ -215,19 +217,19 @@ def test_maps_answer_is_what_proc_maps_shows(seed):
     assert len(_CALL.findall(ex.question)) == ex.params["calls"]
     assert len(_EVENT.findall(vw.exercise("cow", seed).question)) == \
         vw.exercise("cow", seed).params["events"]
-    assert [E._line_text(l) for l in ex.answer] == _replay_maps_question(ex.question)
+    assert [_line_text(l) for l in ex.answer] == _replay_maps_question(ex.question)
     assert ex.check("\n".join(_replay_maps_question(ex.question))).correct
     assert ex.check([list(l) for l in ex.answer]).correct
 
 
 def _lines(ex):
-    return [E._line_text(l) for l in ex.answer]
+    return [_line_text(l) for l in ex.answer]
 
 
 def test_maps_names_a_missed_merge():
     ex = find("maps", lambda ex: any(e - s >= 2 * P for s, e, _ in ex.answer))
     s, e, perms = next(l for l in ex.answer if l[1] - l[0] >= 2 * P)
-    split = [E._line_text((s, s + P, perms)), E._line_text((s + P, e, perms))]
+    split = [_line_text((s, s + P, perms)), _line_text((s + P, e, perms))]
     wrong = [x for x in _lines(ex) if not x.startswith(f"{s:08x}-")] + split
     fb = ex.check(sorted(wrong))
     assert not fb.correct
@@ -238,7 +240,7 @@ def test_maps_names_a_merge_that_cannot_happen():
     ex = find("maps", lambda ex: any(a[1] == b[0] for a, b in zip(ex.answer, ex.answer[1:])))
     i = next(i for i, (a, b) in enumerate(zip(ex.answer, ex.answer[1:])) if a[1] == b[0])
     a, b = ex.answer[i], ex.answer[i + 1]
-    wrong = _lines(ex)[:i] + [E._line_text((a[0], b[1], a[2]))] + _lines(ex)[i + 2:]
+    wrong = _lines(ex)[:i] + [_line_text((a[0], b[1], a[2]))] + _lines(ex)[i + 2:]
     fb = ex.check(wrong)
     assert not fb.correct
     assert any("are separate VMAs" in m and "permissions differ" in m for m in fb.mistakes), \
@@ -251,7 +253,7 @@ def test_maps_names_the_call_that_unmapped_a_page():
     page = next(i for i in range(12)
                 if ex.history[-1][i] is None and any(h[i] for h in ex.history))
     addr = E.ARENA + page * P
-    fb = ex.check(_lines(ex) + [E._line_text((addr, addr + P, "rw-p"))])
+    fb = ex.check(_lines(ex) + [_line_text((addr, addr + P, "rw-p"))])
     assert not fb.correct
     assert any(f"{addr:#x} is not mapped: call" in m for m in fb.mistakes), fb.mistakes
 
@@ -260,7 +262,7 @@ def test_maps_names_wrong_permissions_and_missing_lines():
     ex = find("maps", lambda ex: "mprotect" in ex.question and len(ex.answer) >= 2)
     s, e, perms = ex.answer[0]
     other = "rw-p" if perms != "rw-p" else "r--p"
-    fb = ex.check([E._line_text((s, e, other))] + _lines(ex)[1:])
+    fb = ex.check([_line_text((s, e, other))] + _lines(ex)[1:])
     assert any(f"is {perms}, not {other}" in m for m in fb.mistakes), fb.mistakes
     fb = ex.check(_lines(ex)[1:])
     assert any(f"missing the line {_lines(ex)[0]}" in m for m in fb.mistakes), fb.mistakes
@@ -500,7 +502,7 @@ def test_tlb_covers_one_and_two_cpus_munmap_and_mprotect():
 
 def _alternative(ex, **kwargs):
     merged = {"policy": ex.params["policy"], **kwargs}
-    return E._simulate(ex.initial, ex._lookups(), ex.params["tlb_entries"], **merged)
+    return _simulate(ex.initial, ex._lookups(), ex.params["tlb_entries"], **merged)
 
 
 def test_tlb_names_the_wrong_replacement_policy():

@@ -26,7 +26,7 @@ def right_answer(ex):
     if ex.kind == "translate":
         return "page fault" if ex.answer["fault"] is not None else hex(ex.answer["phys"])
     if ex.kind == "maps":
-        from vmwidgets.scenarios.exercises import _line_text
+        from vmwidgets.scenarios.exercises.base import _line_text
         return "\n".join(_line_text(line) for line in ex.answer) or ""
     if ex.kind == "cow":
         return ex.answer_text()
