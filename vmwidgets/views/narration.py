@@ -196,6 +196,37 @@ def narrate(record, before, after, changes=None):
     return n.run()
 
 
+def narrate_step(machine, index=None):
+    """Tell what step ``index`` of ``machine`` did (default: its last step).
+
+    The same text as :func:`narrate`, with the record and the states before and after
+    taken from ``machine.timeline``: what a lesson prints after each call. Steps are
+    numbered from 0 as in ``m.timeline.record(index)`` and in the text ("Step 1: ..."); a
+    machine's first step is usually its ``spawn``.
+
+    >>> import vmwidgets as vw
+    >>> m = vw.Machine(ram="16M"); p = m.spawn()
+    >>> a = p.mmap(0x10000000, 8192, vw.PROT_READ, vw.MAP_PRIVATE | vw.MAP_ANONYMOUS | vw.MAP_FIXED)
+    >>> print(narrate_step(m).splitlines()[0])
+    Step 1: pid 1: mmap(0x10000000, 0x2000, PROT_READ, MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS) = 0x10000000.
+    >>> narrate_step(m, 2)
+    Traceback (most recent call last):
+    ValueError: there is no step 2: this machine has made steps 0 to 1
+    """
+    tl = getattr(machine, "timeline", None)
+    if tl is None:
+        raise ValueError("this machine keeps no history: make it with vw.Machine(history=True)")
+    total = len(tl)
+    if total == 0:
+        raise ValueError("this machine has made no step yet")
+    index = total - 1 if index is None else index
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise TypeError(f"index must be a step number, not {type(index).__name__}")
+    if not 0 <= index < total:
+        raise ValueError(f"there is no step {index}: this machine has made steps 0 to {total - 1}")
+    return narrate(tl.record(index), tl.state(index), tl.state(index + 1))
+
+
 class _Narrator:
     def __init__(self, record, before, after, ch):
         self.record = record

@@ -18,9 +18,10 @@ import html
 import ipywidgets as W
 
 from ..scenarios.exercises import KINDS, exercise
+from ._text import TextRepr
 
 
-class ExerciseWidget(W.VBox):
+class ExerciseWidget(TextRepr, W.VBox):
     """One seeded exercise of ``kind`` (translate, maps, cow, rmap, tlb)."""
 
     def __init__(self, kind="translate", seed=0):
@@ -38,6 +39,7 @@ class ExerciseWidget(W.VBox):
         self.worked = W.HTML()
         self.exercise = None
         self.checks = 0
+        self.last_feedback = None
         self.new_button.on_click(lambda _: self.load(self.kind_picker.value, self.seed_picker.value))
         self.check_button.on_click(lambda _: self.check())
         self.reveal_button.on_click(lambda _: self.reveal())
@@ -51,6 +53,19 @@ class ExerciseWidget(W.VBox):
         self.feedback.add_class("vmw-feedback")
         self.load(kind, seed)
 
+    def text(self):
+        """The exercise as plain text: parameters, question and the last feedback (never the
+        answer before the student has checked and asked for it)."""
+        if self.exercise is None:
+            return "ExerciseWidget: no exercise loaded"
+        out = [f"ExerciseWidget: {self.exercise.kind}, seed {self.exercise.seed}",
+               self.exercise.params_text(), "", self.exercise.question]
+        if self.last_feedback is not None:
+            out += ["", str(self.last_feedback)]
+        if self.worked.value:
+            out += ["", "Worked answer:", self.exercise.worked_answer]
+        return "\n".join(out)
+
     def load(self, kind, seed):
         """A new exercise: question shown, answer box, feedback and worked answer cleared."""
         try:
@@ -58,7 +73,7 @@ class ExerciseWidget(W.VBox):
         except (TypeError, ValueError) as exc:
             self.feedback.value = f'<span style="color:#b42318">{html.escape(str(exc))}</span>'
             return
-        self.exercise, self.checks = ex, 0
+        self.exercise, self.checks, self.last_feedback = ex, 0, None
         self.question.value = (f"<pre>{html.escape(ex.params_text())}\n\n"
                                f"{html.escape(ex.question)}</pre>")
         self.answer.value = self.feedback.value = self.worked.value = ""
@@ -76,6 +91,7 @@ class ExerciseWidget(W.VBox):
             self.feedback.value = f'<span style="color:#b42318">{html.escape(str(exc))}</span>'
             return
         self.checks += 1
+        self.last_feedback = verdict
         self.reveal_button.disabled = False
         colour = "#1a7f37" if verdict.correct else "#b42318"
         self.feedback.value = (f'<b style="color:{colour}">{"Correct." if verdict.correct else "Not quite."}</b>'

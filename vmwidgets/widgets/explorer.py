@@ -43,6 +43,7 @@ from ..procfs import maps_line
 from ..views import (address_space_text, frames_text, rmap_text, tlb_text, walk_text)
 from ..views.diff import step_changes
 from ..views.narration import narrate, trace_view
+from ._text import TextRepr
 from .inputs import (InputError, _names, parse_advice, parse_data, parse_flags, parse_int,
                      parse_prot)
 
@@ -74,7 +75,7 @@ def _msg(text, colour):
     return f'<span style="color:{colour}">{html.escape(text)}</span>'
 
 
-class Explorer(W.VBox):
+class Explorer(TextRepr, W.VBox):
     """The explorer widget over a :class:`vmwidgets.Machine` (with a timeline).
 
     :param machine: the live machine; a process is spawned if none is running.
@@ -300,6 +301,16 @@ class Explorer(W.VBox):
         finally:
             self._busy = False
 
+    def text(self):
+        """What the Explorer shows, as plain text: the step, its narration and the maps of
+        the chosen process (the notebook's saved text/plain of this widget)."""
+        n, head, pid = getattr(self, "_shown", (None, None, None))
+        if n is None:
+            return f"Explorer: {self.message.value or 'nothing shown yet'}"
+        past = "" if n == head else " (a past state)"
+        return (f"Explorer: after {n} of {head} steps{past}, pid {pid}\n"
+                f"{self._narration_text}\n\n{self.maps.value}").rstrip()
+
     def _render(self, n):
         t0 = time.perf_counter()
         tl = self.machine.timeline
@@ -312,11 +323,14 @@ class Explorer(W.VBox):
         running = pid is not None and any(p.pid == pid for p in after.processes if p.alive)
         self.position.value = (f"<b>after {n} of {head} steps</b>" + (
             "" if n == head else " &mdash; a past state, read-only; Run acts on the live machine"))
+        self._shown = (n, head, pid)
         if record is None:
-            self.narration.value = "<i>The machine as it started (no step yet).</i>"
+            self._narration_text = "The machine as it started (no step yet)."
+            self.narration.value = f"<i>{self._narration_text}</i>"
             self.trace.value = ""
         else:
-            self.narration.value = html.escape(narrate(record, before, after)).replace("\n", "<br>")
+            self._narration_text = narrate(record, before, after)
+            self.narration.value = html.escape(self._narration_text).replace("\n", "<br>")
             self.trace.value = trace_view(record)
         if running:
             self.maps.value = after.task(pid).proc_maps()

@@ -16,6 +16,7 @@ import ipywidgets as W
 
 from ..core import flags as F
 from ..core.machine import Machine
+from ._text import TextRepr
 from .inputs import InputError, parse_flags, parse_int, parse_prot
 
 P = F.PAGE_SIZE
@@ -109,7 +110,7 @@ def scenario_ops(name):
     return ops, skipped
 
 
-class RealityCheck(W.VBox):
+class RealityCheck(TextRepr, W.VBox):
     """Model vs this machine's kernel, side by side, for ``ops`` (default: a short demo).
 
     ``RealityCheck.from_scenario("split-mprotect")`` takes the simple steps of a library
@@ -132,6 +133,7 @@ class RealityCheck(W.VBox):
         self.table = W.HTML()
         self.notes = W.HTML("".join(f"<br><i>left out: {html.escape(n)}</i>" for n in self.skipped))
         self.differences = 0
+        self.rows = None
         self.run_button.on_click(lambda _: self.run())
         super().__init__([self.run_button, self.status, self.notes, self.table])
         self.add_class("vmw-reality")
@@ -171,10 +173,32 @@ class RealityCheck(W.VBox):
                 mbits = [_bits(model.pagemap(a, show_pfn=root), root) for a in addrs]
                 kbits = [_bits(e, root) for e in kernel.pagemaps(addrs)]
                 rows.append((op, got, mlines, klines, mbits, kbits))
+        self.rows = rows
         self.table.value = self._table(rows, root)
         self.status.value = (f"{len(self.ops)} operations; <b>{self.differences}</b> differences"
                              + ("" if root else " (not root: pagemap flag bits only, no PFNs)"))
         return self.differences
+
+    def text(self):
+        """Plain text: whether it could run, and per operation the model's result, maps and
+        pagemap bits (P present, E exclusive), with what the kernel showed where it differs."""
+        head = f"RealityCheck: {len(self.ops)} operations"
+        if not self.available:
+            return head + "; the live kernel is not available here, nothing was run"
+        if self.rows is None:
+            return head + "; not run yet (press 'Run in both')"
+        out = [f"{head}; {self.differences} differences between the model and this kernel"]
+        for op, got, ml, kl, mb, kb in self.rows:
+            out.append(f"{op[0]}({', '.join(str(x) for x in op[1:])}) = {got[0]}"
+                       + ("" if got[0] == got[1] else f"   KERNEL: {got[1]}"))
+            out += [f"    {line}" for line in ml] or ["    (nothing mapped)"]
+            if ml != kl:
+                out += [f"  KERNEL {line}" for line in kl] or ["  KERNEL (nothing mapped)"]
+            bits = [b[:2] for b in mb]
+            out.append("    pagemap " + " ".join(bits)
+                       + ("" if bits == [b[:2] for b in kb]
+                          else "   KERNEL " + " ".join(b[:2] for b in kb)))
+        return "\n".join(out)
 
     def _cell(self, a, b, same=None):
         if (a == b) if same is None else same:
