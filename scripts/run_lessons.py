@@ -20,14 +20,20 @@ from nbclient import NotebookClient
 LESSONS = Path(__file__).resolve().parent.parent / "lessons"
 
 
-def run(path, timeout=120):
-    """Execute ``path`` in place; return the seconds it took."""
+def execute(path, timeout=120):
+    """Run notebook ``path`` in a fresh kernel; return the notebook with its new outputs
+    (the file is not changed) and the seconds it took, kernel start included."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(Path(path).parent)}})
     t0 = time.perf_counter()
     client.execute()
-    took = time.perf_counter() - t0
+    return nb, time.perf_counter() - t0
+
+
+def run(path, timeout=120):
+    """Execute ``path`` and save its outputs in place; return the seconds it took."""
+    nb, took = execute(path, timeout)
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
