@@ -4,6 +4,7 @@ named scenarios.
     python -m vmwidgets exercise --list
     python -m vmwidgets exercise translate --seed 7            # parameters, then the question
     python -m vmwidgets exercise translate -s 7 -c             # ... and the worked answer
+    python -m vmwidgets exercise translate -s 7 --check ans.txt  # check a student's answer
     python -m vmwidgets scenario --list
     python -m vmwidgets scenario merge-prev                    # each op, then the maps
     python -m vmwidgets scenario bug.json                      # a scenario saved as JSON
@@ -46,6 +47,9 @@ def build_parser():
                     help="one of: " + ", ".join(exercises.KINDS))
     ex.add_argument("-s", "--seed", type=_seed, default=0, help="random seed (default 0)")
     ex.add_argument("-c", "--answer", action="store_true", help="also print the worked answer")
+    ex.add_argument("--check", metavar="FILE",
+                    help="check the answer written in FILE ('-': standard input) and print the "
+                    "feedback; exit status 0 if it is correct, 1 if not")
     ex.add_argument("--list", action="store_true", help="list the exercise kinds")
     ex.set_defaults(subparser=ex)
 
@@ -69,10 +73,32 @@ def _exercise(parser, args, out):
     if args.kind is None:
         parser.error("give a KIND (or --list); kinds: " + ", ".join(exercises.KINDS))
     ex = exercises.exercise(args.kind, args.seed)
+    if args.check is not None:
+        return _check(parser, ex, args.check, out)
     print(ex.text(answer=args.answer), file=out)
     if not args.answer:
         print("\nRun with -c (--answer) to see the worked answer.", file=out)
     return 0
+
+
+def _check(parser, ex, path, out):
+    """Check the answer in ``path`` as the exercise widget would; 0 if correct, else 1."""
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+    except OSError as exc:
+        parser.error(f"cannot read {path}: {exc.strerror}")
+    except UnicodeDecodeError:
+        parser.error(f"{path} is not UTF-8 text")
+    if not text.strip():
+        print(f"{ex.kind} seed {ex.seed}: the answer is empty", file=out)
+        return 1
+    verdict = ex.check(text.strip())
+    print(f"{ex.kind} seed {ex.seed}: {verdict}", file=out)
+    return 0 if verdict.correct else 1
 
 
 def _load_scenario(parser, name):

@@ -37,7 +37,28 @@ def test_exercise_with_the_answer_short_options():
     assert out.stdout == vw.exercise("cow", 5).text(answer=True) + "\n"
 
 
+def test_exercise_check_a_students_answer(tmp_path):
+    """A teacher checks handed-in answers: the feedback printed, exit status 0 or 1."""
+    from vmwidgets.scenarios.exercises.base import _line_text
+    ex = vw.exercise("maps", 4)
+    right = tmp_path / "right.txt"
+    right.write_text("\n".join(_line_text(line) for line in ex.answer) + "\n")
+    out = cli("exercise", "maps", "-s", "4", "--check", str(right))
+    assert (out.returncode, out.stdout) == (0, "maps seed 4: Correct.\n"), out.stderr
+    wrong = "\n".join(_line_text(line) for line in ex.answer[1:])
+    out = subprocess.run([sys.executable, "-m", "vmwidgets", "exercise", "maps", "-s", "4",
+                          "--check", "-"], input=wrong, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stdout == f"maps seed 4: {ex.check(wrong)}\n"
+    assert "missing the line" in out.stdout
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    out = cli("exercise", "maps", "-s", "4", "--check", str(empty))
+    assert (out.returncode, out.stdout) == (1, "maps seed 4: the answer is empty\n")
+
+
 @pytest.mark.parametrize("args, message", [
+    (["exercise", "maps", "--check", "/no/such/answer.txt"], "cannot read /no/such/answer.txt"),
     (["exercise", "tlbx", "-s", "1"], "invalid choice: 'tlbx'"),
     (["exercise", "maps", "-s", "-2"], "invalid seed '-2': it must be >= 0"),
     (["exercise", "maps", "--seed", "seven"], "invalid seed 'seven'"),
