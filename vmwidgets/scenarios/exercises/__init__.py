@@ -37,7 +37,9 @@ that is the PFN, not the ph
 
 from .base import ARENA, Exercise, Feedback
 from .cow import Cow
+from .find_vma import FindVma
 from .maps import Maps
+from .pagemap import Pagemap
 from .rmap import Rmap
 from .tlb import Tlb
 from .translate import Translate
@@ -47,7 +49,7 @@ __all__ = ["ARENA", "Exercise", "Feedback", "KINDS", "exercise", "Translate", "M
 
 
 #: Exercise kinds by name, in the order ``--list`` shows them.
-KINDS = {cls.kind: cls for cls in (Translate, Maps, Cow, Rmap, Tlb)}
+KINDS = {cls.kind: cls for cls in (Translate, Maps, Cow, Rmap, Tlb, FindVma, Pagemap)}
 
 
 def exercise(kind, seed=0):
