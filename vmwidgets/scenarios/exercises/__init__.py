@@ -38,18 +38,21 @@ that is the PFN, not the ph
 from .base import ARENA, Exercise, Feedback
 from .cow import Cow
 from .find_vma import FindVma
+from .flush import Flush
 from .maps import Maps
 from .pagemap import Pagemap
+from .pte import Pte
 from .rmap import Rmap
 from .tlb import Tlb
 from .translate import Translate
+from .unmapped_area import UnmappedArea
 
 __all__ = ["ARENA", "Exercise", "Feedback", "KINDS", "exercise", "Translate", "Maps", "Cow",
            "Rmap", "Tlb"]
 
 
 #: Exercise kinds by name, in the order ``--list`` shows them.
-KINDS = {cls.kind: cls for cls in (Translate, Maps, Cow, Rmap, Tlb, FindVma, Pagemap)}
+KINDS = {cls.kind: cls for cls in (Translate, Maps, Cow, Rmap, Tlb, FindVma, Pagemap, Pte, Flush, UnmappedArea)}
 
 
 def exercise(kind, seed=0):
