@@ -210,7 +210,7 @@ def test_answer_agrees_with_the_live_kernel():
 @pytest.mark.parametrize("seed", SEEDS)
 def test_the_worked_answer_is_correct(seed):
     ex = Pagemap(seed)
-    assert ex.check(ex.answer_text()).correct
+    assert ex.check(ex.answer_text()).correct and ex.check(ex.answer).correct
     last = ex.worked_answer.splitlines()[-1]
     assert last.startswith("Answer: ") and ex.check(last[len("Answer: "):]).correct
 

@@ -131,7 +131,7 @@ def test_every_case_comes_up_and_the_cases_look_as_they_should():
 @pytest.mark.parametrize("seed", SEEDS)
 def test_the_worked_answer_is_correct(seed):
     ex = Pte(seed)
-    assert ex.check(ex.answer_text()).correct
+    assert ex.check(ex.answer_text()).correct and ex.check(ex.answer).correct
     last = ex.worked_answer.splitlines()[-1]
     assert last.startswith("Answer: ") and ex.check(last[len("Answer: "):]).correct
 

@@ -102,10 +102,11 @@ class Pte(Exercise):
 
     The answer is a dict: ``va``, ``pte`` (the value), ``present``, ``flags`` (names as in
     :data:`vmwidgets.core.flags.PTE_BIT_NAMES`), ``pfn`` and ``phys`` (``None`` when not
-    present), ``entry`` (``"page"``, ``"swap"`` or ``"none"``). ``check`` takes text such as
+    present), ``entry`` (``"page"``, ``"swap"`` or ``"none"``), ``zero`` (it maps the zero
+    page). ``check`` takes text such as
     ``"flags: P RW U A D NX; pfn: 0x1a2; phys: 0x1a2345"`` or ``"not present"``, a dict with
-    any of ``flags`` (names, or an int of bits), ``pfn``, ``phys``, ``present``, or an int
-    (the physical address).
+    any of ``flags`` (names, or an int of bits), ``pfn``, ``phys``, ``present`` (the answer
+    dict itself too), or an int (the physical address).
 
     >>> ex = Pte(3)
     >>> ex.check(ex.answer_text()).correct
@@ -303,6 +304,8 @@ class Pte(Exercise):
         got = {}
         for key, value in student.items():
             key = str(key).lower()
+            if value is None or key in ("va", "pte", "zero"):
+                continue            # nothing said, or what the question gave (the answer dict)
             if key == "flags":
                 got["flags"] = self._read_flags(value)
             elif key in ("pfn", "phys"):
