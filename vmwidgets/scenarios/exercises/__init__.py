@@ -40,8 +40,10 @@ from .cow import Cow
 from .find_vma import FindVma
 from .flush import Flush
 from .maps import Maps
+from .merge import Merge
 from .pagemap import Pagemap
 from .pte import Pte
+from .reclaim import Reclaim
 from .rmap import Rmap
 from .tlb import Tlb
 from .translate import Translate
@@ -52,7 +54,7 @@ __all__ = ["ARENA", "Exercise", "Feedback", "KINDS", "exercise", "Translate", "M
 
 
 #: Exercise kinds by name, in the order ``--list`` shows them.
-KINDS = {cls.kind: cls for cls in (Translate, Maps, Cow, Rmap, Tlb, FindVma, Pagemap, Pte, Flush, UnmappedArea)}
+KINDS = {cls.kind: cls for cls in (Translate, Maps, Cow, Rmap, Tlb, FindVma, Pagemap, Pte, Flush, UnmappedArea, Merge, Reclaim)}
 
 
 def exercise(kind, seed=0):
