@@ -79,6 +79,7 @@ def test_answer_agrees_with_the_printed_maps_and_check_accepts_it(seed):
     for addr, vma, inside in ex.answer:
         assert _by_hand(ex.question, addr) == (vma, inside)
     assert ex.check(_text(ex)).correct
+    assert ex.check(ex.answer).correct
     assert ex.check([(v, i) for _, v, i in ex.answer]).correct
     assert ex.check({a: (v, i) for a, v, i in ex.answer}).correct
 

@@ -217,7 +217,7 @@ def test_answer_agrees_with_a_replay_and_the_rules_by_hand(seed):
     for side, reason in ex.answer["reasons"].items():
         assert reason in REASONS
         assert reason == _expected_reason(ex, side), (side, ex.answer["why"][side])
-    assert ex.check(_answer_text(ex)).correct
+    assert ex.check(_answer_text(ex)).correct and ex.check(ex.answer).correct
     assert ex.check({"lines": ex.answer["lines"], "merge": ex.answer["merge"],
                      "reasons": ex.answer["reasons"]}).correct
 

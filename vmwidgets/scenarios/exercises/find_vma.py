@@ -24,9 +24,12 @@ class FindVma(Exercise):
     address is inside it (``vma_lookup``). The answer is a list, one ``(addr, vma,
     inside)`` per address in question order, ``vma`` being ``(vm_start, vm_end)`` or
     ``None``. ``check`` takes text, one line per address (``2. 10004000-10006000 inside``,
-    ``3. none``), or a list of ``(vma, inside)`` (or such lines) in question order.
+    ``3. none``), or a list of ``(vma, inside)`` (or such lines, or ``(addr, vma, inside)``
+    as in ``answer``) in question order.
 
     >>> ex = FindVma(3)
+    >>> ex.check(ex.answer).correct
+    True
     >>> ex.check("\\n".join(f"{i}. {_rng_text(v)} {'inside' if inside else 'outside'}"
     ...                     for i, (a, v, inside) in enumerate(ex.answer, 1))).correct
     True
@@ -239,6 +242,9 @@ class FindVma(Exercise):
                 raise ValueError(f"there are only {n} addresses, but the answer has "
                                  f"{len(student)} items")
             for index, item in enumerate(student):
+                if (isinstance(item, (list, tuple)) and len(item) == 3
+                        and _int(item[0]) == addrs[index]):
+                    item = item[1:]                  # (addr, vma, inside), as in .answer
                 got[index] = self._read_item(item)
         else:
             raise ValueError(f"could not read an answer of type {type(student).__name__}")
