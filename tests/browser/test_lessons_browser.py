@@ -7,9 +7,10 @@ idle, and checks that no cell raised and that the lesson's widgets were drawn: i
 exercises, explorers and reality checks. Then it works the first exercise it can answer,
 as a student would: a wrong answer typed into the answer box gets "Not quite." and a
 named mistake, the right one (computed here with ``vw.exercise(kind, seed)``) gets
-"Correct.", and "Show worked answer" shows it. In lesson 9 the cell that replays the
-maps exercise on the live kernel is run again after the check and must confirm the
-worked answer. Screenshots go to test-artifacts/browser/.
+"Correct.", and "Show worked answer" shows it; so for every exercise of the lesson whose
+answer the test can write. In lesson 9 the cells that replay the exercises on the live
+kernel are run again once the exercises were checked and must confirm the worked answers
+(before a check they only ask for one). Screenshots go to test-artifacts/browser/.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ LESSONS_DIR = REPO_ROOT / "lessons"
 #: The lessons driven, in order: one with explorers and exercises from the course, and the
 #: reality check (exercises, RealityCheck tables, a cell that asks the live kernel).
 LESSONS = ["00_first_look.ipynb", "09_reality_check.ipynb"]
+
+#: Lesson 9: cells that replay an exercise on the live kernel once it was checked, and what
+#: they print when the kernel agrees with the worked answer (or when there is none).
+REPLAYS = {"kernel_maps(maps_exercise)": "They are the worked answer's lines.",
+           "kernel_pagemap(pagemap_exercise)": "Your kernel agrees with the worked answer."}
+NO_KERNEL = "No live kernel here"
 
 #: A widget class on the page for each widget a lesson's code makes.
 WIDGETS = {"ExerciseWidget(": ".vmw-exercise", "Explorer(": ".vmw-explorer",
@@ -69,6 +76,8 @@ def answer_lines(ex):
     whose answer this test does not know how to write."""
     if ex.kind == "maps":
         return [f"{start:08x}-{end:08x} {perms}" for start, end, perms in ex.answer]
+    if ex.kind == "pagemap":                      # "page 0: PE; page 1: P zero; ..."
+        return ex.answer_text().split("; ")
     if hasattr(ex, "answer_text"):
         return ex.answer_text().splitlines()
     return None
@@ -97,9 +106,11 @@ def check_answer(widget, text, expect):
     return feedback.text_content()
 
 
-def work_an_exercise(page, shot):
-    """Answer the first exercise on the page that this test can answer: wrong, right, then
-    the worked answer. Returns (kind, seed), or None if there was none."""
+def work_exercises(page, shot):
+    """Answer every exercise on the page whose answer this test can write: wrong, right,
+    then the worked answer. Returns the (kind, seed) of each; ``shot`` is a path prefix
+    for a screenshot of each."""
+    worked = []
     widgets = page.locator(".vmw-exercise")
     for i in range(widgets.count()):
         widget = widgets.nth(i)
@@ -120,9 +131,9 @@ def work_an_exercise(page, shot):
         reveal.click()
         first = ex.worked_answer.splitlines()[0].strip()
         widget.locator("pre", has_text=first).wait_for(timeout=30_000)
-        widget.screenshot(path=str(shot))
-        return kind, seed
-    return None
+        widget.screenshot(path=f"{shot}-{i}-{kind}.png")
+        worked.append((kind, seed))
+    return worked
 
 
 def run_cell(page, source):
@@ -167,16 +178,18 @@ def test_lesson_runs_and_an_exercise_works_in_jupyterlab(name, lessons_server, b
             assert re.search(r"\d+\s*differences", page.locator(".vmw-reality").first.text_content())
 
         if "ExerciseWidget(" in source:
-            worked = work_an_exercise(page, artifacts_dir / f"lesson-{stem}-exercise.png")
+            worked = work_exercises(page, artifacts_dir / f"lesson-{stem}-exercise")
             assert worked, f"{name}: no exercise this test knows how to answer"
-            # Lesson 9: once the maps exercise is checked, its replay on the live kernel
-            # runs and confirms the worked answer (before, it only asks for a check).
-            if worked[0] == "maps" and "kernel_maps(maps_exercise)" in source:
-                out = run_cell(page, "kernel_maps(maps_exercise)")
-                out.filter(has_text=re.compile(r"worked answer|No live kernel")).wait_for(timeout=60_000)
-                said = out.text_content()
-                assert "They are the worked answer's lines." in said or "No live kernel" in said, said
-                out.screenshot(path=str(artifacts_dir / f"lesson-{stem}-kernel.png"))
+            # Lesson 9: now that the exercises were checked, their replays on the live
+            # kernel run and confirm the worked answers.
+            for i, (cell, agrees) in enumerate(REPLAYS.items()):
+                if cell in source:
+                    out = run_cell(page, cell)
+                    out.filter(has_text=re.compile(f"{re.escape(agrees)}|{NO_KERNEL}|disagree|differ")
+                               ).wait_for(timeout=60_000)
+                    said = out.text_content()
+                    assert agrees in said or NO_KERNEL in said, said
+                    out.screenshot(path=str(artifacts_dir / f"lesson-{stem}-kernel-{i}.png"))
     finally:
         page.screenshot(path=str(artifacts_dir / f"lesson-{stem}.png"), full_page=True)
     assert not errors, "the page logged errors:\n" + "\n".join(errors)
