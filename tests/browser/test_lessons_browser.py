@@ -72,13 +72,27 @@ def open_lesson(page, server, name):
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
 
 
+def _find_vma_line(i, item):
+    _addr, vma, inside = item
+    if vma is None:
+        return f"{i}. none"
+    return f"{i}. {vma[0]:08x}-{vma[1]:08x} {'inside' if inside else 'outside'}"
+
+
+#: How a student writes the answer of each kind, one line per item (as its question says).
+ANSWER_LINES = {
+    "maps": lambda ex: [f"{start:08x}-{end:08x} {perms}" for start, end, perms in ex.answer],
+    "pagemap": lambda ex: ex.answer_text().split("; "),    # "page 0: PE; page 1: P zero"
+    "find_vma": lambda ex: [_find_vma_line(i, item) for i, item in enumerate(ex.answer, 1)],
+    "unmapped_area": lambda ex: [f"{i}. {addr:#x}" for i, addr in enumerate(ex.answer, 1)],
+}
+
+
 def answer_lines(ex):
-    """The exercise's answer as the text a student types in the widget, or None for a kind
+    """The exercise's answer as the lines a student types in the widget, or None for a kind
     whose answer this test does not know how to write."""
-    if ex.kind == "maps":
-        return [f"{start:08x}-{end:08x} {perms}" for start, end, perms in ex.answer]
-    if ex.kind == "pagemap":                      # "page 0: PE; page 1: P zero; ..."
-        return ex.answer_text().split("; ")
+    if ex.kind in ANSWER_LINES:
+        return ANSWER_LINES[ex.kind](ex)
     if hasattr(ex, "answer_text"):
         return ex.answer_text().splitlines()
     return None
