@@ -45,6 +45,8 @@ from .pagemap import Pagemap
 from .pte import Pte
 from .reclaim import Reclaim
 from .rmap import Rmap
+from .split import Split
+from .anon_vma import AnonVmaGroups
 from .tlb import Tlb
 from .translate import Translate
 from .unmapped_area import UnmappedArea
@@ -54,7 +56,7 @@ __all__ = ["ARENA", "Exercise", "Feedback", "KINDS", "exercise", "Translate", "M
 
 
 #: Exercise kinds by name, in the order ``--list`` shows them.
-KINDS = {cls.kind: cls for cls in (Translate, Maps, Cow, Rmap, Tlb, FindVma, Pagemap, Pte, Flush, UnmappedArea, Merge, Reclaim)}
+KINDS = {cls.kind: cls for cls in (Translate, Maps, Cow, Rmap, Tlb, FindVma, Pagemap, Pte, Flush, UnmappedArea, Merge, Reclaim, Split, AnonVmaGroups)}
 
 
 def exercise(kind, seed=0):
