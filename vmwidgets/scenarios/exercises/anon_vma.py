@@ -345,7 +345,7 @@ class AnonVmaGroups(Exercise):
 
     def _why_has(self, label):
         origin = self._first_origin(label)
-        return f"{label} has anon_vma {self.ids[label]}: " + (origin[1] if origin else "")
+        return f"{label} has anon_vma {self.ids[label]}, from {origin[1]}"
 
     def _why_shared(self, x, y):
         """Why ``x`` and ``y`` (labels) share one anon_vma."""
