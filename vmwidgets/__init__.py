@@ -26,11 +26,11 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # vw.widgets imports ipywidgets and matplotlib: only on first use, so that
-    # `import vmwidgets` stays light.
-    if name == "widgets":
+    # vw.widgets imports ipywidgets, vw.views networkx and matplotlib: only on first
+    # use, so that `import vmwidgets` stays light.
+    if name in ("widgets", "views"):
         import importlib
-        return importlib.import_module(".widgets", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _PREFIXES = ("PROT_", "MAP_", "MADV_", "MREMAP_", "VM_", "KPF_", "PM_", "SEGV_", "PAGE_")
