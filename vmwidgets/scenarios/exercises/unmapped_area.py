@@ -127,9 +127,10 @@ class UnmappedArea(Exercise):
                 "-1, 0)")
 
     def _question(self, p):
-        lines = [f"Process {p.pid} has the model's default layout and a few anonymous mappings "
-                 f"below the vDSO. Its mm->mmap_base is {p.mm.mmap_base:#x}; x86-64 uses the "
-                 "top-down layout. Its /proc/PID/maps:", ""]
+        lines = [f"Process {p.pid} has the default layout and a few anonymous mappings below "
+                 "the vDSO.",
+                 f"Its mm->mmap_base is {p.mm.mmap_base:#x}; x86-64 uses the top-down layout. "
+                 "Its /proc/PID/maps:", ""]
         lines += ["  " + line for line in self.maps_before.splitlines()]
         lines += ["", f"It then makes {'this call' if len(self.calls) == 1 else 'these calls'}, "
                   f"in order (P = {P:#x}):"]
