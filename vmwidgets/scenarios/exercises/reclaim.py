@@ -188,8 +188,8 @@ class Reclaim(Exercise):
         na, nf = self.na, self.nf
         how = "MAP_SHARED" if self.shared else "MAP_PRIVATE"
         lines = [
-            f"A machine with swap space. The file /data has {nf} pages (F0 is full of 'a', "
-            "F1 of 'b', ...).",
+            f"A machine with swap space. The file /data has {nf} pages (F0 is full of the "
+            "letter a, F1 of b, and so on).",
             "Process p opens /data read-write and maps two regions:",
             f"  A: {na} pages at {_pg(0):#x}, private anonymous, read-write: pages A0-A{na - 1}",
             f"  F: /data, {nf} pages at {_pg(FILE_PAGE):#x}, {how}, read-write: pages "
