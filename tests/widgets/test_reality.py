@@ -7,7 +7,8 @@ from vmwidgets import live  # noqa: E402
 from vmwidgets.widgets import RealityCheck, reality  # noqa: E402
 from vmwidgets.widgets.inputs import InputError  # noqa: E402
 
-needs_live = pytest.mark.skipif(not live.live_kernel_available(), reason="no live Linux kernel here")
+_LIVE, _WHY = live.live_kernel_available()
+needs_live = pytest.mark.skipif(not _LIVE, reason=f"no live Linux kernel here: {_WHY}")
 
 
 @needs_live
@@ -36,10 +37,22 @@ def test_a_difference_is_marked(monkeypatch):
 
 
 def test_skips_with_a_message_without_a_live_kernel(monkeypatch):
-    monkeypatch.setattr(live, "live_kernel_available", lambda: False)
+    monkeypatch.setattr(live, "live_kernel_available", lambda: (False, "not Linux (sys.platform='darwin')"))
     w = RealityCheck()
-    assert w.run_button.disabled and "not available" in w.status.value
+    assert w.run_button.disabled and "not available here (not Linux" in w.status.value
     assert w.run() is None and w.table.value == ""
+    assert w.text().endswith("the live kernel is not available here, nothing was run")
+
+
+@needs_live
+def test_not_root_shows_no_pfns(monkeypatch):
+    """As a user, pagemap has the flag bits but no PFNs: the table shows none, the status says why."""
+    monkeypatch.setattr(live, "live_root_available", lambda: (False, "not root"))
+    w = RealityCheck([("mmap", 0, 2, "rw-"), ("write", 0, "hi")])
+    assert w.run() == 0
+    assert "not root" in w.status.value
+    assert "0x" not in w.table.value.split("pagemap")[-1]
+    assert "PE --" in w.text()
 
 
 @pytest.mark.parametrize("ops, expect", [

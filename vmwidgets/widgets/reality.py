@@ -138,18 +138,18 @@ class RealityCheck(TextRepr, W.VBox):
         super().__init__([self.run_button, self.status, self.notes, self.table])
         self.add_class("vmw-reality")
         from .. import live
-        self.available = live.live_kernel_available()
+        self.available, why = live.live_kernel_available()
         if not self.available:
             self.run_button.disabled = True
-            self.status.value = ("<i>The live kernel is not available here (needs Linux with "
-                                 "/proc/self/pagemap); only the model can run.</i>")
+            self.status.value = (f"<i>The live kernel is not available here ({html.escape(why)}); "
+                                 "only the model can run.</i>")
 
     def run(self):
         """Run every op on both sides; fill the table; return the number of differences."""
         if not self.available:
             return None
         from .. import live
-        root = live.live_root_available()
+        root = live.live_root_available()[0]
         m = Machine(ram="64M", history=False)
         model = m.spawn()
         rows, self.differences = [], 0
