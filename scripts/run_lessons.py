@@ -7,8 +7,13 @@ The outputs saved are the ones nbval compares in `make test`, so run this after 
 a lesson (or anything the lessons print) and commit the notebooks. Each notebook runs in a
 fresh kernel of this Python, from the lessons/ folder, as JupyterLab would run it; the
 time each took is printed. Widget state is not saved (a lesson rebuilds its widgets
-when run), so the files stay small and diffs readable.
+when run), and neither are the views' references to it (random model ids): a saved
+widget output keeps its text/plain, the widget's ``text()``, which is what a reader of
+the saved file sees and what nbval compares. So the files stay small, and running an
+unchanged lesson again changes nothing.
 """
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 import sys
 import time
@@ -37,6 +42,8 @@ def run(path, timeout=120):
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
+        for out in cell.get("outputs", []):
+            out.get("data", {}).pop(WIDGET_VIEW, None)
     nbformat.write(nb, path)
     return took
 

@@ -118,5 +118,7 @@ def test_saved_after_a_clean_run(name):
         for out in cell.outputs:
             assert out.output_type != "error", f"a saved error: {out.get('ename')}: {out.get('evalue')}"
             assert "Traceback" not in out.get("text", ""), "a traceback in a saved output"
+            assert "application/vnd.jupyter.widget-view+json" not in out.get("data", {}), (
+                "a saved widget view: save with scripts/run_lessons.py (keeps its text only)")
     assert "widgets" not in nb.metadata, "save without widget state (scripts/run_lessons.py)"
     assert nb.metadata.kernelspec.name == "python3"
