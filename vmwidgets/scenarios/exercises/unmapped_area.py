@@ -151,7 +151,7 @@ class UnmappedArea(Exercise):
                 refused = self._hint_refusal(i)
                 if refused is None:
                     why.append(f"The hint is page-aligned and [{hint:#x}-{hint + length:#x}) is "
-                               "free, so arch_get_unmapped_area_topdown() returns it as it is.")
+                               "free, so arch_get_unmapped_area_topdown_vmflags() returns it as it is.")
                     out += ["   " + w for w in why]
                     continue
                 why.append(f"The hint is not used: {refused}. The kernel searches as for NULL.")
@@ -171,8 +171,9 @@ class UnmappedArea(Exercise):
                            f"call 1's mapping at {self.answer[0]:#x} is in the way now.)")
             out += ["   " + w for w in why]
         out += ["", "Answer:"] + [f"  {i}. {a:#x}" for i, a in enumerate(self.answer, 1)]
-        out += ["", "get_unmapped_area() (mm/mmap.c) -> arch_get_unmapped_area_topdown() "
-                "(arch/x86/kernel/sys_x86_64.c): a free hint is used as it is; otherwise "
+        out += ["", "get_unmapped_area() (__get_unmapped_area() in mm/mmap.c) -> "
+                "arch_get_unmapped_area_topdown_vmflags() (arch/x86/kernel/sys_x86_64.c): a "
+                "free hint is used as it is; otherwise "
                 "vm_unmapped_area() finds the highest gap below mmap_base that is long enough "
                 "and puts the mapping at its top end."]
         return "\n".join(out)
