@@ -15,13 +15,50 @@ from .. import trace
 from ..trace import traced
 
 
+class IMmap:
+    """``address_space->i_mmap``: the VMAs mapping a file.
+
+    The kernel keeps them in an interval tree (``struct rb_root_cached``, mm/interval_tree.c)
+    keyed by the range of file pages each maps, and walks it in order of the first page
+    (``vma_interval_tree_foreach``). Simplification: a dict here, walked in ``vm_pgoff``
+    order, VMAs with the same offset in the order they were added (the kernel puts a fork
+    child's VMA right after its parent's, vma_interval_tree_insert_after(); here it goes
+    after all of them). The order is part of the model's output (rmap walks, and so call
+    trees and flushes), so it must never depend on object addresses, as a set's would.
+    """
+
+    def __init__(self):
+        self._vmas = {}            # vma -> insertion number
+        self._added = 0
+
+    def add(self, vma):
+        if vma not in self._vmas:
+            self._added += 1
+            self._vmas[vma] = self._added
+
+    def discard(self, vma):
+        self._vmas.pop(vma, None)
+
+    def __contains__(self, vma):
+        return vma in self._vmas
+
+    def __len__(self):
+        return len(self._vmas)
+
+    def __iter__(self):
+        return iter(sorted(self._vmas, key=lambda v: (v.vm_pgoff, self._vmas[v])))
+
+    def __repr__(self):
+        return f"IMmap({list(self)!r})"
+
+
 class AddressSpace:
     """``struct address_space``: the page cache of one file and the VMAs mapping it."""
 
     def __init__(self, host):
         self.host = host
         self.i_pages = {}
-        self.i_mmap = set()
+        self.i_mmap = IMmap()
 
     def __repr__(self):
         return f"AddressSpace({self.host.path!r})"
