@@ -36,12 +36,27 @@ def execute(path, timeout=120):
     return nb, time.perf_counter() - t0
 
 
+def _merge_streams(outputs):
+    """Join consecutive pieces of one stream: how a cell's printing is cut into pieces
+    depends on timing, so a saved file would change from run to run without this."""
+    merged = []
+    for out in outputs:
+        if (out.output_type == "stream" and merged and merged[-1].output_type == "stream"
+                and merged[-1].name == out.name):
+            merged[-1].text += out.text
+        else:
+            merged.append(out)
+    return merged
+
+
 def run(path, timeout=120):
     """Execute ``path`` and save its outputs in place; return the seconds it took."""
     nb, took = execute(path, timeout)
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = _merge_streams(cell.outputs)
         for out in cell.get("outputs", []):
             out.get("data", {}).pop(WIDGET_VIEW, None)
     nbformat.write(nb, path)

@@ -129,7 +129,7 @@ _define("merge-refused-fork-child", "A forked VMA refuses a merge its parent acc
     After fork, the child's VMA is chained to the parent's anon_vma as well as its own.
     The same mmap next to it merges in the parent (one VMA) but not in the child (two):
     since 6.16 is_mergeable_anon_vma() refuses only such fork children
-    (vma_is_fork_child), to keep the anon_vma hierarchy from growing.""", [
+    (vma_had_uncowed_parents() in 6.18), to keep the anon_vma hierarchy from growing.""", [
     _spawn(),
     _mmap("p", 0, 4, "rw"),
     _write("p", 0, "x"),

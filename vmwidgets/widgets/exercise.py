@@ -22,7 +22,7 @@ from ._text import TextRepr
 
 
 class ExerciseWidget(TextRepr, W.VBox):
-    """One seeded exercise of ``kind`` (translate, maps, cow, rmap, tlb)."""
+    """One seeded exercise of ``kind`` (one of ``KINDS``: find_vma ... reclaim)."""
 
     def __init__(self, kind="translate", seed=0):
         if kind not in KINDS:

@@ -6,20 +6,30 @@ the one run, so the three always agree and the same seed gives the same exercise
 machine. ``check(student_answer)`` compares an answer with the model's and names the
 mistake, as a tutor would.
 
-Kinds (``KINDS``):
+Kinds (``KINDS``), in the order of the lessons that use them:
 
-``translate``
-    walk the 4-level page table for one virtual address: indices, entries, PFN, physical
-    address, or the level where the walk stops with a page fault.
-``maps``
-    predict the /proc/PID/maps lines of an arena after a few mmap/munmap/mprotect calls.
-``cow``
+``find_vma``, ``unmapped_area`` (lesson 1)
+    which VMA ``find_vma`` returns for an address and whether the address is inside it;
+    where ``mmap(NULL, ...)`` or a hint puts a new mapping (top-down search).
+``merge``, ``maps`` (lessons 2, 3)
+    the VMAs after an mmap/mprotect next to others, merged with prev/next/both or not and
+    why; the /proc/PID/maps lines of an arena after a few mmap/munmap/mprotect calls.
+``split`` (lesson 3)
+    which munmap/mprotect calls fail with ENOMEM at ``vm.max_map_count``, and map_count.
+``anon_vma`` (lesson 4)
+    which VMAs have an anon_vma after writes, mprotects and a fork, and which share one.
+``cow``, ``pagemap`` (lesson 5)
     after fork(s) and writes: which processes share each page's frame, its mapcount, and
-    who still has the original frame.
-``rmap``
-    which processes' VMAs an rmap walk of one page visits, and which of them map it.
-``tlb``
-    hits, misses and flushes of the per-CPU TLBs for accesses on one or two CPUs.
+    who still has the original frame; the pagemap present/exclusive/zero-page bits.
+``translate``, ``pte`` (lesson 6)
+    walk the 4-level page table for one virtual address (indices, entries, PFN, physical
+    address, or where the walk stops); decode one PTE value.
+``tlb``, ``flush`` (lesson 7)
+    hits, misses and flushes of the per-CPU TLBs; which calls flush, a range or in full,
+    and which send a shootdown IPI.
+``rmap``, ``reclaim`` (lesson 8)
+    which processes' VMAs an rmap walk of one page visits; what reclaim does to each page
+    (swapped, dropped, written back) and what pagemap shows after.
 
 >>> import vmwidgets as vw
 >>> ex = vw.exercise("translate", 1)
@@ -36,6 +46,7 @@ that is the PFN, not the ph
 """
 
 from .base import ARENA, Exercise, Feedback
+from .anon_vma import AnonVmaGroups
 from .cow import Cow
 from .find_vma import FindVma
 from .flush import Flush
@@ -46,17 +57,18 @@ from .pte import Pte
 from .reclaim import Reclaim
 from .rmap import Rmap
 from .split import Split
-from .anon_vma import AnonVmaGroups
 from .tlb import Tlb
 from .translate import Translate
 from .unmapped_area import UnmappedArea
 
-__all__ = ["ARENA", "Exercise", "Feedback", "KINDS", "exercise", "Translate", "Maps", "Cow",
-           "Rmap", "Tlb"]
+__all__ = ["ARENA", "Exercise", "Feedback", "KINDS", "exercise", "FindVma", "UnmappedArea",
+           "Merge", "Maps", "Split", "AnonVmaGroups", "Cow", "Pagemap", "Translate", "Pte", "Tlb",
+           "Flush", "Rmap", "Reclaim"]
 
 
 #: Exercise kinds by name, in the order ``--list`` shows them.
-KINDS = {cls.kind: cls for cls in (Translate, Maps, Cow, Rmap, Tlb, FindVma, Pagemap, Pte, Flush, UnmappedArea, Merge, Reclaim, Split, AnonVmaGroups)}
+KINDS = {cls.kind: cls for cls in (FindVma, UnmappedArea, Merge, Maps, Split, AnonVmaGroups, Cow,
+                                   Pagemap, Translate, Pte, Tlb, Flush, Rmap, Reclaim)}
 
 
 def exercise(kind, seed=0):
