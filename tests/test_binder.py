@@ -22,7 +22,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 #: The lessons the fresh environment runs: widgets, exercises and the Explorer.
-BINDER_LESSONS = ["00_first_look.ipynb"]
+BINDER_LESSONS = ["01_address_space.ipynb"]
 
 
 def _pins(repo_root):
