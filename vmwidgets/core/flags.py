@@ -143,6 +143,12 @@ _PAGE_PSE = 1 << 7
 _PAGE_GLOBAL = 1 << 8
 _PAGE_SPECIAL = 1 << 9
 _PAGE_PROTNONE = _PAGE_GLOBAL  # shares bit 8, only meaningful while _PAGE_PRESENT is clear
+#: arch/x86/include/asm/pgtable_types.h: _PAGE_BIT_SAVED_DIRTY = _PAGE_BIT_SOFTW5 (6.18, x86-64,
+#: defined whatever CONFIG_X86_USER_SHADOW_STACK says): a software bit that holds the dirty
+#: bit of a write-protected PTE, since the CPU reads Write=0,Dirty=1 as shadow-stack memory.
+_PAGE_SAVED_DIRTY = 1 << 58
+#: arch/x86/include/asm/pgtable_types.h: _PAGE_DIRTY_BITS: either bit means dirty (pte_dirty()).
+_PAGE_DIRTY_BITS = _PAGE_DIRTY | _PAGE_SAVED_DIRTY
 _PAGE_NX = 1 << 63
 PTE_PFN_MASK = ((1 << 52) - 1) & ~(PAGE_SIZE - 1)
 #: arch/x86/include/asm/pgtable_types.h: _KERNPG_TABLE / _PAGE_TABLE for upper-level entries.
@@ -151,7 +157,8 @@ _PAGE_TABLE = _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED | _PAGE_DIR
 PTE_BIT_NAMES = (
     (_PAGE_PRESENT, "P"), (_PAGE_RW, "RW"), (_PAGE_USER, "U"), (_PAGE_PWT, "PWT"),
     (_PAGE_PCD, "PCD"), (_PAGE_ACCESSED, "A"), (_PAGE_DIRTY, "D"), (_PAGE_PSE, "PSE"),
-    (_PAGE_GLOBAL, "G"), (_PAGE_SPECIAL, "SPECIAL"), (_PAGE_NX, "NX"),
+    (_PAGE_GLOBAL, "G"), (_PAGE_SPECIAL, "SPECIAL"), (_PAGE_SAVED_DIRTY, "SAVED_DIRTY"),
+    (_PAGE_NX, "NX"),
 )
 
 # --- /proc/PID/pagemap (fs/proc/task_mmu.c) ----------------------------------------------

@@ -11,9 +11,8 @@ Simplification: no page pinning, so ``folio_try_dup_anon_rmap`` never has to cop
 
 from . import memory, pgtable, rmap, vma as vma_mod
 from .errors import OutOfMemory, ProcessKilled
-from .flags import (_PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_RW, PAGE_SIZE, VM_DONTCOPY, VM_LOCKED,
-                    VM_LOCKONFAULT, VM_MAYWRITE, VM_MIXEDMAP, VM_PFNMAP, VM_SHARED,
-                    VM_WIPEONFORK, TASK_SIZE)
+from .flags import (PAGE_SIZE, VM_DONTCOPY, VM_LOCKED, VM_LOCKONFAULT, VM_MAYWRITE,
+                    VM_MIXEDMAP, VM_PFNMAP, VM_SHARED, VM_WIPEONFORK, TASK_SIZE)
 from .memory import pte_present, vm_normal_page
 from .. import trace
 from ..trace import traced
@@ -171,15 +170,20 @@ def copy_pte_range(dst_vma, src_vma, addr, end, ptes):
                 dst_mm.rss["anon"] += 1
             else:
                 dst_mm.rss["file"] += 1
-        if cow and pte & _PAGE_RW:
-            table.entries[index] = pte & ~_PAGE_RW   # wrprotect in the parent too
+        # mm/memory.c: __copy_present_ptes() (6.18): a COW mapping's writable PTE is
+        # write-protected in both processes (wrprotect_ptes() -> ptep_set_wrprotect() in the
+        # parent, pte_wrprotect() for the child): a dirty one keeps its dirtiness in
+        # _PAGE_SAVED_DIRTY. A shared mapping's PTE is clean in the child; it starts old.
+        if cow and pgtable.pte_write(pte):
+            wrprotected = pgtable.pte_wrprotect(pte)
+            table.entries[index] = wrprotected
             if trace._active is not None:
                 trace.note(f"parent pte {addr:#x}: {pgtable.pte_text(pte)} -> "
-                           f"{pgtable.pte_text(pte & ~_PAGE_RW)} (COW)")
-            pte &= ~_PAGE_RW
+                           f"{pgtable.pte_text(wrprotected)} (COW)")
+            pte = wrprotected
         if src_vma.vm_flags & VM_SHARED:
-            pte &= ~_PAGE_DIRTY
-        pgtable.set_pte_at(dst_mm, addr, pte & ~_PAGE_ACCESSED)
+            pte = pgtable.pte_mkclean(pte)
+        pgtable.set_pte_at(dst_mm, addr, pgtable.pte_mkold(pte))
         n += 1
     return n
 

@@ -12,7 +12,7 @@ from . import memory, pgtable, vma as vma_mod
 from .mm_types import vm_flags_reset
 from ..trace import traced
 from .errors import EINVAL, ENOMEM, syscall_error
-from .flags import (_PAGE_ACCESSED, _PAGE_DIRTY, MADV_COLD, MADV_COLLAPSE, MADV_DODUMP, MADV_DOFORK,
+from .flags import (_PAGE_ACCESSED, MADV_COLD, MADV_COLLAPSE, MADV_DODUMP, MADV_DOFORK,
                     MADV_DONTDUMP, MADV_DONTFORK, MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE,
                     MADV_GUARD_INSTALL, MADV_GUARD_REMOVE, MADV_HUGEPAGE, MADV_KEEPONFORK,
                     MADV_MERGEABLE, MADV_NOHUGEPAGE, MADV_NORMAL, MADV_PAGEOUT,
@@ -197,7 +197,8 @@ def madvise_dontneed_single_vma(vma, start, end):
 @traced(name="madvise_free_single_vma", result=lambda r: 0)
 def madvise_free(vma, start, end):
     """mm/madvise.c: madvise_free_single_vma(): clean, exclusive anonymous pages become
-    lazily freeable (their PTEs lose the dirty bit); reclaim may drop them later."""
+    lazily freeable (their PTEs become old and clean: D and a saved dirty bit both go);
+    reclaim may drop them later."""
     mm = vma.vm_mm
     from . import tlb as tlb_mod
     tlb = tlb_mod.current_gather(mm)
@@ -208,9 +209,13 @@ def madvise_free(vma, start, end):
         page = memory.vm_normal_page(mm, pte)
         if page is None or page.kind != "anon" or page.mapcount != 1:
             continue
-        if tlb is not None and pte & (_PAGE_ACCESSED | _PAGE_DIRTY):
-            tlb_mod.tlb_flush_pte_range(tlb, addr, PAGE_SIZE)   # tlb_remove_tlb_entries()
-        pgtable.set_pte(table, index, pte & ~_PAGE_DIRTY)
+        # mm/madvise.c: madvise_free_pte_range() (6.18): a young or dirty PTE goes through
+        # clear_young_dirty_ptes(CYDP_CLEAR_YOUNG | CYDP_CLEAR_DIRTY): pte_mkold(),
+        # pte_mkclean(); then tlb_remove_tlb_entries().
+        if pgtable.pte_young(pte) or pgtable.pte_dirty(pte):
+            pgtable.set_pte(table, index, pgtable.pte_mkclean(pgtable.pte_mkold(pte)))
+            if tlb is not None:
+                tlb_mod.tlb_flush_pte_range(tlb, addr, PAGE_SIZE)
         page.dirty = False
         n += 1
     return n
@@ -250,7 +255,7 @@ def madvise_cold_or_pageout(vma, start, end, pageout):
                 continue
             if not pageout and pte & _PAGE_ACCESSED:
                 tlb_mod.tlb_flush_pte_range(tlb, addr, PAGE_SIZE)
-            pgtable.set_pte(table, index, pte & ~_PAGE_ACCESSED)
+            pgtable.set_pte(table, index, pgtable.pte_mkold(pte))
             pages.append(page)
         if not pageout:
             for page in pages:

@@ -17,7 +17,7 @@ from .. import trace
 from ..trace import traced
 from .flags import (_PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_NX, _PAGE_PRESENT, _PAGE_PROTNONE,
                     _PAGE_RW, _PAGE_SPECIAL, _PAGE_USER, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE,
-                    PTE_PFN_MASK, SEGV_ACCERR, SEGV_MAPERR, STACK_GUARD_GAP, VM_ACCESS_FLAGS,
+                    SEGV_ACCERR, SEGV_MAPERR, STACK_GUARD_GAP, VM_ACCESS_FLAGS,
                     VM_EXEC, VM_GROWSDOWN, VM_MAYSHARE, VM_READ, VM_SHARED, VM_WRITE)
 
 #: A reserved frame standing for the vDSO / vvar pages.
@@ -30,8 +30,6 @@ PAGE_COPY = PAGE_READONLY
 PAGE_COPY_EXEC = PAGE_READONLY_EXEC
 PAGE_SHARED = _P | _PAGE_RW | _U | _A | _PAGE_NX
 PAGE_SHARED_EXEC = _P | _PAGE_RW | _U | _A
-#: _PAGE_CHG_MASK: the bits pte_modify() keeps when mprotect changes the protection.
-_PAGE_CHG_MASK = PTE_PFN_MASK | _PAGE_ACCESSED | _PAGE_DIRTY | _PAGE_SPECIAL
 
 
 def vm_get_page_prot(vm_flags):
@@ -53,9 +51,7 @@ def pte_protnone(pte):
     return (pte & (_PAGE_PRESENT | _PAGE_PROTNONE)) == _PAGE_PROTNONE
 
 
-def pte_modify(pte, prot):
-    """arch/x86: pte_modify(): keep the PFN and A/D/special bits, take the new protection."""
-    return (pte & _PAGE_CHG_MASK) | prot
+pte_modify = pgtable.pte_modify
 
 
 def mk_pte(page, prot):
@@ -144,7 +140,8 @@ def access_page(mm, addr, write):
         table = pgtable.lookup_pte_table(mm, addr)
         pte = table.entries.get(index, 0)
         assert _hw_allows(pte, write), f"fault at {addr:#x} did not make the PTE usable"
-    # The CPU sets the accessed bit, and the dirty bit on a write.
+    # The CPU sets the accessed bit, and the dirty bit on a write (only ever through a
+    # writable PTE: _PAGE_SAVED_DIRTY is a software bit the CPU neither reads nor sets).
     new = pte | _PAGE_ACCESSED | (_PAGE_DIRTY if write else 0)
     if new != pte:
         table.entries[index] = new
@@ -156,7 +153,8 @@ def access_page(mm, addr, write):
 
 
 def _hw_allows(pte, write):
-    return bool(pte & _PAGE_PRESENT) and bool(pte & _PAGE_USER) and (not write or pte & _PAGE_RW)
+    return bool(pte & _PAGE_PRESENT) and bool(pte & _PAGE_USER) and (
+        not write or pgtable.pte_write(pte))
 
 
 def check_user_access(mm, addr, write):
@@ -320,7 +318,7 @@ def handle_pte_fault(vma, address, flags):
     if not pte_present(pte):
         from . import swap
         return swap.do_swap_page(vma, address, pte, flags)
-    if flags & FAULT_FLAG_WRITE and not pte & _PAGE_RW:
+    if flags & FAULT_FLAG_WRITE and not pgtable.pte_write(pte):
         return do_wp_page(vma, address, pte)
     return FAULT_OK
 
@@ -345,9 +343,9 @@ def do_anonymous_page(vma, address, flags):
         return FAULT_OK
     vmf_anon_prepare(vma)
     page = alloc_anon_folio(vma, address)
-    entry = mk_pte(page, prot) | _PAGE_DIRTY
+    entry = mk_pte(page, prot)
     if vma.vm_flags & VM_WRITE:
-        entry |= _PAGE_RW
+        entry = pgtable.pte_mkwrite(pgtable.pte_mkdirty(entry), vma)
     rmap.folio_add_new_anon_rmap(page, vma, address)
     mm.rss["anon"] += 1
     pgtable.set_pte_at(mm, address, entry)
@@ -446,8 +444,9 @@ def do_cow_fault(vma, address, flags):
         machine.phys.put_page(new)          # folio_put(): the fault is retried
         return ret
     new.write(0, page.read(0, PAGE_SIZE))   # copy_mc_user_highpage()
-    prot = vma_page_prot(vma)
-    return ret | finish_fault(vma, address, new, prot | _PAGE_DIRTY | _PAGE_RW)
+    # mm/memory.c: set_pte_range() (6.18): a write fault maps maybe_mkwrite(pte_mkdirty()).
+    prot = pgtable.maybe_mkwrite(pgtable.pte_mkdirty(vma_page_prot(vma)), vma)
+    return ret | finish_fault(vma, address, new, prot)
 
 
 @traced
@@ -457,7 +456,8 @@ def do_shared_fault(vma, address, flags):
     ret, page = __do_fault(vma, address, flags)
     if ret & (VM_FAULT_ERROR | VM_FAULT_NOPAGE | VM_FAULT_RETRY):
         return ret
-    ret |= finish_fault(vma, address, page, vma_page_prot(vma) | _PAGE_RW | _PAGE_DIRTY)
+    ret |= finish_fault(vma, address, page,
+                        pgtable.maybe_mkwrite(pgtable.pte_mkdirty(vma_page_prot(vma)), vma))
     fault_dirty_shared_page(vma, page)
     return ret
 
@@ -503,6 +503,38 @@ def do_fault_around(vma, address):
     return filemap.filemap_map_pages(vma, address, start, end)
 
 
+def vma_wants_writenotify(vma):
+    """mm/mmap.c: vma_wants_writenotify() (6.18), as the model's filesystems answer it: a
+    shared writable mapping of a regular file (its filesystem has ->page_mkwrite and
+    writeback); not shmem, which tracks no dirty pages."""
+    return ((vma.vm_flags & (VM_SHARED | VM_WRITE)) == (VM_SHARED | VM_WRITE)
+            and vma.vm_file is not None and not vma.vm_file.shmem)
+
+
+def vma_wants_manual_pte_write_upgrade(vma):
+    """include/linux/mm.h: vma_wants_manual_pte_write_upgrade() (6.18): mprotect tries to
+    make PTEs writable one by one (MM_CP_TRY_CHANGE_WRITABLE) where vm_page_prot cannot
+    say writable: a private VM_WRITE mapping (COW), a shared one with write notifications."""
+    if vma.vm_flags & VM_SHARED:
+        return vma_wants_writenotify(vma)
+    return bool(vma.vm_flags & VM_WRITE)
+
+
+# mm/mprotect.c: can_change_pte_writable() (6.18). Simplification: no soft-dirty or uffd-wp
+# tracking, so maybe_change_pte_writable() only refuses PROT_NONE PTEs.
+def can_change_pte_writable(vma, pte):
+    """May mprotect make this (read-only, present) PTE writable without a write fault? In
+    a private mapping only an exclusive anonymous page (the write fault would reuse it); in
+    a shared one a dirty PTE (pte_dirty(): D or the saved dirty bit), whose filesystem was
+    already notified."""
+    if not vma.vm_flags & VM_WRITE or pte_protnone(pte):
+        return False
+    if not vma.vm_flags & VM_SHARED:
+        page = vm_normal_page(vma.vm_mm, pte)
+        return page is not None and page.kind == "anon" and page.anon_exclusive
+    return pgtable.pte_dirty(pte)
+
+
 def vma_page_prot(vma):
     """mm/mmap.c: vma_set_page_prot(): a shared writable mapping of a regular file wants
     write notifications (dirty tracking), so its PTEs start read-only; shmem does not."""
@@ -540,8 +572,11 @@ def do_wp_page(vma, address, pte):
 
 @traced(hide=("pte",), result=lambda r: None)
 def wp_page_reuse(vma, address, pte, page):
-    """mm/memory.c: wp_page_reuse(): the page stays; its PTE becomes writable and dirty."""
-    pgtable.set_pte_at(vma.vm_mm, address, pte | _PAGE_RW | _PAGE_DIRTY | _PAGE_ACCESSED)
+    """mm/memory.c: wp_page_reuse(): the page stays; its PTE becomes young, dirty and
+    writable (maybe_mkwrite(pte_mkdirty()): a dirty bit saved while it was write-protected
+    is back in _PAGE_DIRTY)."""
+    entry = pgtable.maybe_mkwrite(pgtable.pte_mkdirty(pgtable.pte_mkyoung(pte)), vma)
+    pgtable.set_pte_at(vma.vm_mm, address, entry)
 
 
 @traced(hide=("pte",))
@@ -592,9 +627,8 @@ def wp_page_copy(vma, address, pte, old):
     if old is not None:
         new.write(0, old.read(0, PAGE_SIZE))     # __wp_page_copy_user()
     rmap.folio_add_new_anon_rmap(new, vma, address)
-    entry = mk_pte(new, vm_get_page_prot(vma.vm_flags)) | _PAGE_DIRTY | _PAGE_ACCESSED
-    if vma.vm_flags & VM_WRITE:
-        entry |= _PAGE_RW
+    entry = pgtable.pte_mkyoung(mk_pte(new, vm_get_page_prot(vma.vm_flags)))
+    entry = pgtable.maybe_mkwrite(pgtable.pte_mkdirty(entry), vma)
     # mm/memory.c: wp_page_copy() (6.18): clear and flush the old PTE first
     # (ptep_clear_flush), so that no TLB keeps the old page while the new one is mapped.
     from . import tlb as tlb_mod
@@ -675,8 +709,8 @@ def zap_pte_range(vma, start, end, ptes):
         page = vm_normal_page(mm, pte)
         if page is None:
             continue
-        if pte & _PAGE_DIRTY and page.kind == "file":
-            page.dirty = True
+        if page.kind == "file" and pgtable.pte_dirty(pte):
+            page.dirty = True               # folio_mark_dirty()
         mm.rss["anon" if page.kind == "anon" else "file"] -= 1
         rmap.folio_remove_rmap_pte(page)
         tlb_mod.tlb_remove_page(tlb, page)      # the reference goes after the flush
@@ -697,8 +731,9 @@ def zap_page_range_single_batched(vma, start, end):
 @traced
 def change_protection(vma, start, end, try_writable):
     """mm/mprotect.c: change_protection(): rewrite the present PTEs of ``[start, end)`` with
-    the VMA's new protection. Exclusive anonymous pages of a writable private VMA become
-    writable at once (MM_CP_TRY_CHANGE_WRITABLE). Returns the number of PTEs changed."""
+    the VMA's new protection (vm_page_prot). With ``try_writable``
+    (MM_CP_TRY_CHANGE_WRITABLE) PTEs the write fault would simply make writable become
+    writable at once (can_change_pte_writable). Returns the number of PTEs changed."""
     changed = 0
     batch = []
     for item in list(pgtable.iter_ptes(vma.vm_mm, start, end)):
@@ -715,21 +750,20 @@ def change_protection(vma, start, end, try_writable):
 
 @traced(hide=("ptes", "try_writable"))
 def change_pte_range(vma, start, end, ptes, try_writable):
-    """mm/mprotect.c: change_pte_range(): the PTEs of one table."""
+    """mm/mprotect.c: change_pte_range(): the PTEs of one table: pte_modify() with the
+    VMA's vm_page_prot (a dirty PTE that loses RW keeps its dirtiness in
+    _PAGE_SAVED_DIRTY), then pte_mkwrite() where can_change_pte_writable() allows it."""
     mm = vma.vm_mm
     from . import tlb as tlb_mod
     tlb = tlb_mod.current_gather(mm)
-    prot = vm_get_page_prot(vma.vm_flags)
+    prot = vma_page_prot(vma)               # vma->vm_page_prot (vma_set_page_prot())
     changed = 0
     for addr, table, index, pte in ptes:
         if not pte_present(pte):
             continue
         new = pte_modify(pte, prot)
-        if (try_writable and not new & _PAGE_RW and vma.vm_flags & VM_WRITE
-                and not pte_protnone(new)):
-            page = vm_normal_page(mm, new)
-            if page is not None and page.kind == "anon" and page.anon_exclusive:
-                new |= _PAGE_RW
+        if try_writable and not pgtable.pte_write(new) and can_change_pte_writable(vma, new):
+            new = pgtable.pte_mkwrite(new, vma)
         if new != pte:
             pgtable.set_pte(table, index, new)
             changed += 1

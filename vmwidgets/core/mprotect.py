@@ -103,7 +103,7 @@ def mprotect_fixup(mm, vma, prev, start, end, newflags):
         newflags &= ~VM_ACCOUNT
     vma, outcome = vma_mod.vma_modify(mm, prev, vma, start, end, newflags, "mprotect")
     vm_flags_reset(vma, newflags)
-    try_writable = bool(newflags & VM_WRITE) and not newflags & VM_SHARED
+    try_writable = memory.vma_wants_manual_pte_write_upgrade(vma)   # MM_CP_TRY_CHANGE_WRITABLE
     changed = memory.change_protection(vma, start, end, try_writable)
     detail = f"; {changed} PTE(s) rewritten" if changed else ""
     return vma, f"{rng} -> {vma.perms()}: {outcome}{detail}"

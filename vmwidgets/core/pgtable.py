@@ -7,9 +7,10 @@ P4D is folded into the PGD, as on 4-level hardware.
 """
 
 from .mm_types import CompactSlots
-from .flags import (_PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_RW,
-                    _PAGE_SPECIAL, _PAGE_TABLE, PAGE_SHIFT, PGDIR_SHIFT, PMD_SHIFT, PTE_PFN_MASK,
-                    PTRS_PER_TABLE, PUD_SHIFT)
+from .flags import (_PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_DIRTY_BITS, _PAGE_PRESENT,
+                    _PAGE_PROTNONE, _PAGE_RW, _PAGE_SAVED_DIRTY, _PAGE_SPECIAL, _PAGE_TABLE,
+                    PAGE_SHIFT, PGDIR_SHIFT, PMD_SHIFT, PTE_PFN_MASK, PTRS_PER_TABLE, PUD_SHIFT,
+                    VM_WRITE)
 from ..trace import traced
 from .. import trace
 
@@ -49,6 +50,111 @@ def pte_present(pte):
     return bool(pte & (_PAGE_PRESENT | _PAGE_PROTNONE))
 
 
+# -- PTE bit helpers (arch/x86/include/asm/pgtable.h, Linux 6.18) ------------------------------
+#
+# On x86-64 a PTE with Write=0,Dirty=1 is shadow-stack memory to a CPU with CET, so since 6.6
+# the kernel never makes one for ordinary memory: write-protecting a dirty PTE moves the dirty
+# bit to the software bit _PAGE_SAVED_DIRTY, and making it writable moves it back. Every site
+# of the model that write-protects, makes writable, dirties, cleans or tests the dirtiness of
+# a PTE goes through these helpers. No VMA of the model is VM_SHADOW_STACK.
+
+_BIT_RW, _BIT_DIRTY, _BIT_SAVED_DIRTY = (b.bit_length() - 1 for b in (_PAGE_RW, _PAGE_DIRTY,
+                                                                   _PAGE_SAVED_DIRTY))
+
+
+def pte_dirty(pte):
+    """arch/x86/include/asm/pgtable.h: pte_dirty() (6.18): the hardware dirty bit or the
+    saved one (_PAGE_DIRTY_BITS)."""
+    return bool(pte & _PAGE_DIRTY_BITS)
+
+
+def pte_write(pte):
+    """arch/x86/include/asm/pgtable.h: pte_write() (6.18), without shadow stacks: _PAGE_RW."""
+    return bool(pte & _PAGE_RW)
+
+
+def pte_young(pte):
+    return bool(pte & _PAGE_ACCESSED)
+
+
+# arch/x86/include/asm/pgtable.h: pte_mksaveddirty() / mksaveddirty_shift() (6.18).
+def pte_mksaveddirty(pte):
+    """If the PTE is not writable, move Dirty to SavedDirty (a writable PTE is unchanged)."""
+    cond = (~pte >> _BIT_RW) & 1
+    pte |= ((pte >> _BIT_DIRTY) & cond) << _BIT_SAVED_DIRTY
+    return pte & ~(cond << _BIT_DIRTY)
+
+
+# arch/x86/include/asm/pgtable.h: pte_clear_saveddirty() / clear_saveddirty_shift() (6.18).
+def pte_clear_saveddirty(pte):
+    """If the PTE is writable, move SavedDirty back to Dirty (a read-only PTE is unchanged)."""
+    cond = (pte >> _BIT_RW) & 1
+    pte |= ((pte >> _BIT_SAVED_DIRTY) & cond) << _BIT_DIRTY
+    return pte & ~(cond << _BIT_SAVED_DIRTY)
+
+
+# arch/x86/include/asm/pgtable.h: pte_wrprotect() (6.18).
+def pte_wrprotect(pte):
+    """Clear _PAGE_RW; a dirty PTE keeps its dirtiness in _PAGE_SAVED_DIRTY."""
+    return pte_mksaveddirty(pte & ~_PAGE_RW)
+
+
+# arch/x86/include/asm/pgtable.h: pte_mkwrite_novma() (6.18).
+def pte_mkwrite_novma(pte):
+    return pte | _PAGE_RW
+
+
+# arch/x86/mm/pgtable.c: pte_mkwrite() (6.18). No VMA is VM_SHADOW_STACK in the model.
+def pte_mkwrite(pte, vma=None):
+    """Set _PAGE_RW and move a saved dirty bit back to _PAGE_DIRTY."""
+    return pte_clear_saveddirty(pte_mkwrite_novma(pte))
+
+
+# include/linux/mm.h: maybe_mkwrite() (6.18).
+def maybe_mkwrite(pte, vma):
+    """pte_mkwrite() only if the VMA is VM_WRITE."""
+    return pte_mkwrite(pte, vma) if vma.vm_flags & VM_WRITE else pte
+
+
+# arch/x86/include/asm/pgtable.h: pte_mkdirty() (6.18).
+def pte_mkdirty(pte):
+    """Set the dirty bit; on a read-only PTE it lands in _PAGE_SAVED_DIRTY."""
+    return pte_mksaveddirty(pte | _PAGE_DIRTY)
+
+
+# arch/x86/include/asm/pgtable.h: pte_mkclean() (6.18).
+def pte_mkclean(pte):
+    """Clear both dirty bits (_PAGE_DIRTY_BITS)."""
+    return pte & ~_PAGE_DIRTY_BITS
+
+
+def pte_mkold(pte):
+    return pte & ~_PAGE_ACCESSED
+
+
+def pte_mkyoung(pte):
+    return pte | _PAGE_ACCESSED
+
+
+#: arch/x86/include/asm/pgtable_types.h: _PAGE_CHG_MASK (6.18): the bits pte_modify() keeps
+#: (the PFN, the accessed and both dirty bits, special; no PAT, encryption, soft-dirty or
+#: uffd-wp bits in the model).
+_PAGE_CHG_MASK = PTE_PFN_MASK | _PAGE_ACCESSED | _PAGE_DIRTY_BITS | _PAGE_SPECIAL
+
+
+# arch/x86/include/asm/pgtable.h: pte_modify() (6.18). Simplification: PROT_NONE PTEs keep
+# their PFN bits as they are (no flip_protnone_guard() inversion in the model).
+def pte_modify(pte, prot):
+    """Keep the _PAGE_CHG_MASK bits, take the rest from ``prot``; then, so that no
+    Write=0,Dirty=1 PTE appears: a PTE that was writable goes through pte_mksaveddirty()
+    (dirty and now read-only: D -> SavedDirty), one that was read-only through
+    pte_clear_saveddirty() (now writable: SavedDirty -> D)."""
+    new = (pte & _PAGE_CHG_MASK) | (prot & ~_PAGE_CHG_MASK)
+    if pte & _PAGE_RW:
+        return pte_mksaveddirty(new)
+    return pte_clear_saveddirty(new)
+
+
 def table_index(addr, level):
     return (addr >> SHIFTS[level]) & (PTRS_PER_TABLE - 1)
 
@@ -68,7 +174,7 @@ def pte_text(pte):
     what = ("zero page" if pfn == ZERO_PFN and pte & _PAGE_SPECIAL else
             f"pfn {pfn:#x}" + (" special" if pte & _PAGE_SPECIAL else ""))
     text = f"{what} {'rw' if pte & _PAGE_RW else 'ro'}"
-    if pte & _PAGE_DIRTY:
+    if pte_dirty(pte):                  # D, or D saved in _PAGE_SAVED_DIRTY when read-only
         text += " dirty"
     if not pte & _PAGE_ACCESSED:
         text += " old"

@@ -13,7 +13,7 @@ of anonymous and file pages; swap I/O is instant; there is no swap readahead.
 
 from . import pgtable, rmap
 from .errors import OutOfMemory, ProcessKilled
-from .flags import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_RW, PAGE_SIZE, VM_LOCKED, VM_WRITE
+from .flags import _PAGE_ACCESSED, PAGE_SIZE, VM_LOCKED, VM_WRITE
 from .. import trace
 from ..trace import traced
 
@@ -116,7 +116,7 @@ def folio_referenced_one(page, vma, address):
     index = pgtable.table_index(address, 3)
     pte = table.entries[index]
     if pte & _PAGE_ACCESSED:
-        pgtable.set_pte(table, index, pte & ~_PAGE_ACCESSED)
+        pgtable.set_pte(table, index, pgtable.pte_mkold(pte))
         return 1
     return 0
 
@@ -140,7 +140,9 @@ def try_to_unmap_one(page, vma, address, slot):
     table = pgtable.lookup_pte_table(mm, address)
     index = pgtable.table_index(address, 3)
     pte = table.entries[index]
-    if pte & _PAGE_DIRTY:
+    # mm/rmap.c: try_to_unmap_one() (6.18): if (pte_dirty(pteval)) folio_mark_dirty(folio):
+    # a write-protected PTE's saved dirty bit counts too.
+    if pgtable.pte_dirty(pte):
         page.dirty = True
     # mm/rmap.c: try_to_unmap_one() (6.18): reclaim (TTU_BATCH_FLUSH) defers the flush when
     # another CPU may hold the mm (set_tlb_ubc_flush_pending(), flushed by
@@ -353,7 +355,7 @@ def do_swap_page(vma, address, pte, flags):
     write = bool(flags & FAULT_FLAG_WRITE)
     ret = _swapin(vma, address, pte, write)
     new = pgtable.get_pte(vma.vm_mm, address)
-    if write and not new & _PAGE_RW:
+    if write and not pgtable.pte_write(new):
         ret |= do_wp_page(vma, address, new)
     return ret
 
@@ -378,9 +380,9 @@ def _swapin(vma, address, pte, write):
     if exclusive or page.refcount == 2 and slot.count == 0:
         page.anon_exclusive = True
         if vma.vm_flags & VM_WRITE:
-            entry |= _PAGE_RW
+            entry = pgtable.pte_mkwrite(entry, vma)
             if write:
-                entry |= _PAGE_DIRTY
+                entry = pgtable.pte_mkdirty(entry)
     if slot.count == 0 and (machine.swap.full_half() or vma.vm_flags & VM_LOCKED
                             or write and page.refcount == 2):
         folio_free_swap(machine, page)

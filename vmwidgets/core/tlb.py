@@ -44,8 +44,8 @@ from dataclasses import dataclass
 
 from . import pgtable
 from .flags import (_PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_GLOBAL, _PAGE_NX, _PAGE_PRESENT,
-                    _PAGE_RW, _PAGE_SPECIAL, _PAGE_USER, PAGE_SHIFT, PAGE_SIZE, PGDIR_SHIFT,
-                    PMD_SHIFT, PUD_SHIFT)
+                    _PAGE_RW, _PAGE_SAVED_DIRTY, _PAGE_SPECIAL, _PAGE_USER, PAGE_SHIFT,
+                    PAGE_SIZE, PGDIR_SHIFT, PMD_SHIFT, PUD_SHIFT)
 from .. import trace
 from ..trace import note, traced
 
@@ -645,15 +645,16 @@ def flush_tlb_mm(mm, cause):
 
 
 def pte_needs_flush(oldpte, newpte):
-    """arch/x86/include/asm/tlbflush.h: pte_needs_flush(): a non-present PTE was never
-    cached; a new PFN, a cleared dirty or present bit, or any change of the permission bits
-    (RW, USER, NX, GLOBAL/PROTNONE; even RO -> RW) needs a flush. The accessed bit and
-    the software bits never do."""
+    """arch/x86/include/asm/tlbflush.h: pte_needs_flush() / pte_flags_need_flush() (6.18):
+    a non-present PTE was never cached; a new PFN, a cleared (hardware) dirty or present
+    bit, or any change of the permission bits (RW, USER, NX, GLOBAL/PROTNONE; even
+    RO -> RW) needs a flush. The accessed bit and the software bits (SPECIAL,
+    SAVED_DIRTY) never do: the CPU does not cache them."""
     if not oldpte & _PAGE_PRESENT:
         return False
     if pgtable.pte_pfn(oldpte) != pgtable.pte_pfn(newpte):
         return True
-    diff = (oldpte ^ newpte) & ~(_PAGE_ACCESSED | _PAGE_SPECIAL)
+    diff = (oldpte ^ newpte) & ~(_PAGE_ACCESSED | _PAGE_SPECIAL | _PAGE_SAVED_DIRTY)
     if diff & oldpte & (_PAGE_DIRTY | _PAGE_PRESENT):
         return True
     return bool(diff & (_PAGE_RW | _PAGE_USER | _PAGE_GLOBAL | _PAGE_NX))
@@ -887,6 +888,8 @@ def mmu_access(machine, mm, addr, write):
     else:
         tlb.stats["miss"] += 1
     page, pte = memory.access_page(mm, addr, write)
+    # The entry caches the hardware bits: RW and D (never _PAGE_SAVED_DIRTY, a software bit:
+    # a write-protected PTE caches as clean, and the write fault makes it RW and D again).
     tlb.fill(TlbEntry(vpn, pcid, pgtable.pte_pfn(pte), bool(pte & _PAGE_RW),
                       bool(pte & _PAGE_DIRTY)))
     return page

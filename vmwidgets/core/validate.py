@@ -9,7 +9,8 @@ from collections import Counter
 
 from . import pgtable, rmap, swap
 from .errors import ValidationError
-from .flags import PAGE_SIZE, TASK_SIZE, VM_WRITE, _PAGE_RW, _PAGE_SPECIAL
+from .flags import (PAGE_SIZE, TASK_SIZE, VM_WRITE, _PAGE_DIRTY, _PAGE_RW, _PAGE_SAVED_DIRTY,
+                    _PAGE_SPECIAL)
 
 
 def validate_mm(mm, problems):
@@ -93,6 +94,18 @@ def validate_pages(machine, problems):
                 continue
             if pte & _PAGE_RW and not vma.vm_flags & VM_WRITE:
                 problems.append(f"{where}: writable PTE in a VMA without VM_WRITE")
+            if pgtable.pte_present(pte):
+                # arch/x86/include/asm/pgtable.h (6.18): the kernel never makes a
+                # Write=0,Dirty=1 PTE (shadow-stack memory to the CPU) for ordinary memory:
+                # pte_wrprotect() / pte_mkdirty() / pte_modify() keep a read-only PTE's
+                # dirtiness in _PAGE_SAVED_DIRTY, and pte_mkwrite() moves it back to D.
+                if pte & _PAGE_DIRTY and not pte & _PAGE_RW:
+                    problems.append(f"{where}: read-only PTE {pte:#x} with the Dirty bit set "
+                                    "(Write=0,Dirty=1 is a shadow-stack PTE; the dirty bit "
+                                    "belongs in _PAGE_SAVED_DIRTY)")
+                if pte & _PAGE_SAVED_DIRTY and pte & _PAGE_RW:
+                    problems.append(f"{where}: writable PTE {pte:#x} with _PAGE_SAVED_DIRTY "
+                                    "set (pte_mkwrite() moves it back to Dirty)")
             if not pgtable.pte_present(pte):
                 slot = machine.swap.slots.get(swap.swp_offset(pte))
                 if slot is None:
@@ -166,7 +179,7 @@ def validate_tlb(machine, problems):
     Also: each CPU's loaded mm has the CPU in its mm_cpumask, and a running task's mm is
     loaded (not lazily)."""
     from . import tlb as tlb_mod
-    from .flags import _PAGE_DIRTY, _PAGE_PRESENT
+    from .flags import _PAGE_PRESENT
     from .page_alloc import ZERO_PFN
     live = {p.mm.context.ctx_id: p.mm for p in machine.processes}
     for cpu in machine.cpus:
@@ -199,7 +212,7 @@ def validate_tlb(machine, problems):
                 why = f"the PTE maps pfn {pgtable.pte_pfn(pte):#x}"
             elif entry.writable and not pte & _PAGE_RW:
                 why = "the entry is writable but the PTE is read-only"
-            elif entry.dirty and not pte & _PAGE_DIRTY:
+            elif entry.dirty and not pgtable.pte_dirty(pte):
                 why = "the entry is dirty but the PTE is clean"
             if why is None:
                 continue

@@ -36,7 +36,7 @@ traced and does not claim more than the call tree and the diff show.
 import re
 
 from ..core import flags as F
-from ..core.pgtable import pte_text
+from ..core.pgtable import pte_dirty, pte_text
 from ..core.tlb import REASON_TEXT, TLB_SINGLE_PAGE_FLUSH_CEILING
 from .diff import step_changes
 from ..trace.graph import calls_below, function_graph
@@ -708,8 +708,10 @@ class _Narrator:
         before_p, after_p = self.proc(self.before), self.proc(self.after)
         for call in updates:
             self.fixup(call, before_p, after_p)
+        # MADV_FREE makes the PTE clean and old (pte_mkclean(): D or the saved dirty bit).
         cleaned = [c for c in self.ch.ptes if c.pid == self.pid and c.old and c.new
-                   and (c.old ^ c.new) == F._PAGE_DIRTY and c.old & F._PAGE_DIRTY]
+                   and pte_dirty(c.old) and not pte_dirty(c.new)
+                   and not (c.old ^ c.new) & ~(F._PAGE_DIRTY_BITS | F._PAGE_ACCESSED)]
         if advice == F.MADV_FREE and cleaned:
             self.say(f"MADV_FREE cleared the dirty bit of {_plural(len(cleaned), 'PTE')}: "
                      "the pages stay mapped, but reclaim may now drop them without writing "
