@@ -399,7 +399,7 @@ class _Narrator:
             who = (f"merged the range with both neighbours: the previous VMA "
                    f"{_vma_text(prev)} grew over it and over the next VMA {_vma_text(nxt)}, "
                    f"which was removed; the result is {_vma_text(now)}")
-            why = self.why_merge(prev, now, start, end, both=True)
+            why = self.why_merge(prev, now, start, end, both=True, others=(nxt,))
         elif left:
             who = (f"merged the range into the previous VMA {_vma_text(prev)}, which grew "
                    f"up to {_vma_text(now)}")
@@ -462,18 +462,34 @@ class _Narrator:
                         "which " + _refusal(prev, now, "previous", flags=flags))
         return ""
 
-    def why_merge(self, neighbour, now, start, end, both=False):
+    def why_merge(self, neighbour, now, start, end, both=False, source=None, others=()):
+        """Why the range merged with ``neighbour`` (and ``others``, the other neighbour of a
+        merge with both). ``source`` is the VMA the range belonged to (mprotect, madvise),
+        ``None`` for a range not mapped before: its anon_vma counts as the range's
+        (6.18 is_mergeable_anon_vma(): one side without an anon_vma is compatible, the
+        merged VMA takes the other side's)."""
         parts = ["the range and both neighbours touch" if both else "they touch",
                  f"have the same flags ({now.perms()})"]
         if now.vm_file is None:
             parts.append("are all anonymous" if both else "are both anonymous")
         else:
             parts.append(f"map the same file {now.vm_file.path} at contiguous offsets")
+        mine = getattr(source, "anon_vma", None)
         nav = neighbour.anon_vma.id if neighbour.anon_vma is not None else None
-        if nav is None:
+        others_av = [o.anon_vma.id for o in others if o is not None and o.anon_vma is not None]
+        keep = now.anon_vma.id if now.anon_vma is not None else None
+        if mine is None and nav is None and not others_av:
             parts.append("none has an anon_vma yet" if both else "neither has an anon_vma yet")
+        elif mine is not None and nav is None and not others_av:
+            who = "the neighbours have" if both else "the neighbour has"
+            parts.append(f"{who} no anon_vma while the range's VMA has #{mine.id}, which is "
+                         f"compatible: the merged VMA takes over #{keep if keep is not None else mine.id}")
+        elif mine is not None and nav is not None and mine.id == nav and not (
+                set(others_av) - {nav}):
+            parts.append(f"they share anon_vma #{nav} (the merged VMA keeps it)")
         else:
-            parts.append(f"the anon_vmas are compatible (the merged VMA keeps #{nav})")
+            parts.append(f"the anon_vmas are compatible (the merged VMA keeps "
+                         f"#{keep if keep is not None else nav})")
         return ", ".join(parts[:-1]) + ", and " + parts[-1]
 
     def no_merge_reason(self, before_p, new, start, end):
@@ -602,7 +618,7 @@ class _Narrator:
         merge = fix.find("vma_merge_existing_range")
         splits = [c for c in fix.find_all("split_vma")]
         modify = fix.find("vma_modify_flags")
-        newflags = _int(fix.args.get("newflags") or fix.args.get("new_flags"))
+        newflags = _fixup_flags(fix)
         verb = self.op.call
         what = "permissions" if verb == "mprotect" else "flags"
         part = _rng(s, e)
@@ -615,7 +631,8 @@ class _Narrator:
         if modify is None:
             if now is not None and old is not None and now.vm_flags != old.vm_flags:
                 self.say(f"{_rng(*v)} covers exactly the range, so its flags were changed in "
-                         f"place: it is now {_vma_text(now)}{flagnote}; no split or merge.")
+                         f"place: it is now {self._as_changed(now, s, e, newflags)}{flagnote}; "
+                         "no split or merge." + self._absorbed_later(fix, now, s, e))
             else:
                 self.say(f"{_rng(*v)} already had these {what}: nothing to do.")
             return
@@ -634,7 +651,8 @@ class _Narrator:
                 if left is not None:
                     rest = (f"; the rest of the old VMA stays {_vma_text(left)} (it shrank, "
                             "no split was needed)")
-            why = (self.why_merge(nb, now, s, e, both=with_prev and with_next)
+            why = (self.why_merge(nb, now, s, e, both=with_prev and with_next, source=old,
+                                  others=(nxt,) if with_prev and with_next else ())
                    if nb is not None else "they are compatible")
             if old is not None and old.vm_start == s and old.vm_end == e:
                 rest = (f"; the VMA {_rng(*v)} itself was absorbed and freed")
@@ -660,8 +678,39 @@ class _Narrator:
                      + ", ".join(_h(c) for c in cuts if c is not None) + "): "
                      + ", ".join(parts) + "." + flagtext + (f" No merge: {why}." if why else ""))
         elif now is not None:
-            self.say(f"The whole VMA {_rng(*v)} changed in place to {_vma_text(now)}."
-                     + flagtext + (f" No merge: {why}." if why else ""))
+            self.say(f"The whole VMA {_rng(*v)} changed its flags in place to "
+                     f"{self._as_changed(now, s, e, newflags)}."
+                     + flagtext + (f" No merge: {why}." if why else "")
+                     + self._absorbed_later(fix, now, s, e))
+
+    def _as_changed(self, now, s, e, flags):
+        """``[s-e perms name]``: the range as this fixup left it (a later fixup of the same
+        call may have merged more into it: ``now`` is the VMA at the end of the step)."""
+        if (now.vm_start, now.vm_end) == (s, e):
+            return _vma_text(now)
+        from ..procfs import vma_name
+        perms = _perms(flags, now) if flags is not None else now.perms()
+        return _rng(s, e, perms, vma_name(now))
+
+    def _absorbed_later(self, fix, now, s, e):
+        """`` Then ... absorbed ...`` when a later fixup of this call merged a VMA into the
+        range this fixup changed in place (the call tree's order)."""
+        if (now.vm_start, now.vm_end) == (s, e) or self.trace is None:
+            return ""
+        later = False
+        for _, c in self.trace.walk():
+            if c is fix:
+                later = True
+                continue
+            if not later or c.func not in ("mprotect_fixup", "madvise_update_vma"):
+                continue
+            merge = c.find("vma_merge_existing_range")
+            got = _parse_vma(merge.result) if merge is not None else None
+            v = _parse_vma(c.args.get("vma"))
+            if got and v and got[0] <= s and e <= got[1] and v[0] >= e:
+                return (f" Then it absorbed the next VMA {_rng(*v)}, as told next, and "
+                        f"ended as {_vma_text(now)}.")
+        return 
 
     def existing_no_merge(self, before_p, old, s, e, fix):
         if old is None:
@@ -669,7 +718,7 @@ class _Narrator:
         if old.vm_start < s and old.vm_end > e:
             return ("the range is in the middle of the VMA, so it touches no neighbour; "
                     "the VMA is cut in three")
-        newflags = _int(fix.args.get("newflags") or fix.args.get("new_flags"))
+        newflags = _fixup_flags(fix)
         out = []
         if old.vm_start == s:
             prev = self.prev_at(before_p, s)
@@ -1196,6 +1245,18 @@ def _anon_vma_prepared(call):
         return (f" The VMA had no anon_vma and took anon_vma #{av.group(1) if av else '?'} "
                 "of a neighbour (find_mergeable_anon_vma), so the two VMAs can still merge.")
     return ""
+
+
+def _fixup_flags(fix):
+    """The vm_flags a mprotect_fixup()/madvise_update_vma() gave the range: those its
+    vma_modify_flags() child was called with (after mprotect_fixup added or dropped
+    VM_ACCOUNT), else the call's own argument."""
+    for _, c in fix.walk():
+        if c.func == "vma_modify_flags":
+            flags = _int(c.args.get("new_flags") or c.args.get("newflags"))
+            if flags is not None:
+                return flags
+    return _int(fix.args.get("newflags") or fix.args.get("new_flags"))
 
 
 def _pages(n):
