@@ -68,3 +68,88 @@ def test_in_place_change_then_absorbing_the_next_vma():
                             f"in place to [{B:#x}-{B + PAGE:#x} r-xp].")
     assert (f"Then it absorbed the next VMA [{B + PAGE:#x}-{B + 2 * PAGE:#x} rw-p], as told "
             f"next, and ended as [{B:#x}-{B + 2 * PAGE:#x} r-xp].") in first
+
+
+# -- TLB records ------------------------------------------------------------------------
+
+
+def test_task_switch_without_flush_says_nothing_was_flushed():
+    """pages:0 on a task switch: the PCID slot was up to date, nothing was flushed."""
+    m = vw.Machine(ram="16M", cpus=2)
+    p = m.spawn()
+    q = m.spawn()
+    m.switch_to(0, p)
+    m.switch_to(0, q)
+    m.switch_to(0, p)
+    assert [f.pages for f in m.last_step.tlb_flushes] == [0]
+    text = narrate_step(m)
+    assert "flushed that PCID's stale entries" not in text
+    assert (f"TLB: CPU 0 switched to pid {p.pid}'s address space and kept its PCID's "
+            "entries: nothing was flushed (flush on task switch, pages:0)") in text
+
+
+def test_task_switch_with_flush_says_why():
+    """pages:-1 on a task switch: a new PCID slot, or one whose tlb_gen fell behind."""
+    m = vw.Machine(ram="16M", cpus=2)
+    p = m.spawn()
+    q = m.spawn()
+    m.switch_to(0, p)
+    m.switch_to(0, q)
+    assert [f.pages for f in m.last_step.tlb_flushes] == [-1]
+    text = narrate_step(m)
+    assert "flushed that PCID's stale entries" not in text
+    assert ("flushed the entries of the PCID it uses (flush on task switch, pages:-1): no "
+            "PCID slot on this CPU held this address space") in text
+
+
+def _lazy_cpu_machine():
+    m = vw.Machine(ram="16M", cpus=2)
+    p = m.spawn()
+    a = p.mmap(0, PAGE, RW, vw.MAP_PRIVATE | vw.MAP_ANONYMOUS)
+    m.switch_to(0, p)
+    t = p.clone_thread(cpu=1)
+    t.write(a, b"x")
+    m.switch_to(1, None)                 # CPU 1 goes idle: lazy TLB, p's mm stays loaded
+    return m, p, t, a
+
+
+def test_lazy_cpu_is_skipped_not_sent_an_ipi():
+    m, p, t, a = _lazy_cpu_machine()
+    p.mprotect(a, PAGE, vw.PROT_READ)
+    reasons = [f.reason for f in m.last_step.tlb_flushes]
+    assert "TLB_REMOTE_SEND_IPI" in reasons and "TLB_REMOTE_SHOOTDOWN" not in reasons
+    text = narrate_step(m)
+    assert "an IPI went to the other CPUs" not in text
+    assert ("the remote IPI send tracepoint fired, but CPU 1 is in lazy-TLB mode, so "
+            "should_flush_tlb() skipped it: no IPI was received; it will flush when it "
+            "switches back to this address space") in text
+    m.switch_to(1, t)                    # and so it does
+    assert [f.pages for f in m.last_step.tlb_flushes] == [-1]
+    assert "its tlb_gen moved on" in narrate_step(m)
+
+
+def test_full_flush_names_only_the_pcids_entries():
+    m = vw.Machine(ram="16M")
+    p = m.spawn()
+    n = 40
+    b = p.mmap(0, n * PAGE, RW, vw.MAP_PRIVATE | vw.MAP_ANONYMOUS)
+    p.write(b, b"y" * n * PAGE)
+    p.mprotect(b, n * PAGE, vw.PROT_READ)
+    assert -1 in [f.pages for f in m.last_step.tlb_flushes]
+    text = narrate_step(m)
+    assert "flushed all its entries" not in text
+    assert (f"CPU 0 flushed all pid {p.pid}'s entries (its PCID's non-global entries; "
+            "global kernel entries and other processes' entries, under other PCIDs, stay) "
+            "locally") in text
+
+
+def test_reclaim_flush_names_every_process_whose_ptes_were_cleared():
+    from vmwidgets.views.narration import narrate
+    m, _ = vw.scenarios.get("reclaim-rmap-swap").run()
+    i = next(i for i in range(len(m.timeline)) if m.timeline.record(i).op.call == "reclaim")
+    rec = m.timeline.record(i)
+    assert {f.pid for f in rec.tlb_flushes} == {1}
+    text = narrate(rec, m.timeline.state(i), m.timeline.state(i + 1))
+    assert "TLB: reclaim changed pid 1's translations" not in text
+    assert ("TLB: reclaim cleared PTEs of pid 1 and pid 2, but only CPUs that had pid 1's "
+            "address space loaded needed a flush (pid 2 was loaded on no CPU)") in text

@@ -1191,8 +1191,17 @@ class _Narrator:
         groups = {}
         for f in flushes:
             groups.setdefault((f.cause, f.pid), []).append(f)
+        injected = self.trace is not None and any(
+            "INJECTED" in n for _, c in self.trace.walk() for n in c.changes)
+        # reclaim clears PTEs of every process mapping a frame (rmap walk); only the address
+        # spaces loaded on some CPU get a tlb_flush record
+        cleared = sorted({c.pid for c in self.ch.ptes if c.old and c.new != c.old})
         for (cause, pid), group in groups.items():
-            self.say(_tlb_sentence(cause, pid, group, self.calls("flush_tlb_mm_range")))
+            others = ([q for q in cleared if (cause, q) not in groups]
+                      if cause == "reclaim" else [])
+            self.say(_tlb_sentence(cause, pid, group, self.calls("flush_tlb_mm_range"),
+                                   before=self.before, unflushed=others, injected=injected,
+                                   step_flushes=flushes))
 
     def summary(self):
         ch = self.ch
@@ -1259,24 +1268,84 @@ def _fixup_flags(fix):
     return _int(fix.args.get("newflags") or fix.args.get("new_flags"))
 
 
-def _pages(n):
-    return "all its entries" if n == -1 else _plural(n, "page")
+def _pages(n, pid=0, pcid=True):
+    if n != -1:
+        return _plural(n, "page")
+    who = f"pid {pid}'s" if pid else "the address space's"
+    if pcid:
+        return (f"all {who} entries (its PCID's non-global entries; global kernel entries "
+                "and other processes' entries, under other PCIDs, stay)")
+    return f"all {who} entries (every non-global entry; global kernel entries stay)"
 
 
-def _tlb_sentence(cause, pid, group, range_calls):
+def _cpu_state(before, number):
+    try:
+        return before.cpus[number]
+    except (AttributeError, IndexError, TypeError):
+        return None
+
+
+def _pcid_on(before, cpus):
+    """Do the CPUs run with PCID (the model's default)? True when unknown."""
+    for n in cpus:
+        c = _cpu_state(before, n)
+        if c is not None and hasattr(c, "_pcid_on"):
+            return bool(c._pcid_on)
+    return True
+
+
+def _switch_sentence(f, pid, before, injected):
+    """One TLB_FLUSH_ON_TASK_SWITCH record (switch_mm_irqs_off()) in words."""
+    cpu = _cpu_state(before, f.cpu)
+    target = f"pid {pid}'s address space" if pid else "init_mm (the kernel's own page tables)"
+    head = f"TLB: CPU {f.cpu} switched to {target}"
+    if f.pages == 0:
+        if injected:
+            return (f"{head}; nothing was flushed (flush on task switch, pages:0) because "
+                    "the flush it needed was skipped on purpose (inject_skip_flush).")
+        return (f"{head} and kept its PCID's entries: nothing was flushed (flush on task "
+                "switch, pages:0), since its PCID slot on this CPU still held this address "
+                "space and was up to date (its tlb_gen matched the address space's).")
+    if cpu is not None and not getattr(cpu, "_pcid_on", True):
+        return (f"{head} and flushed every non-global entry (flush on task switch, "
+                "pages:-1): without PCID, loading CR3 drops them.")
+    why = ""
+    if cpu is not None and hasattr(cpu, "ctxs"):
+        proc = next((p for p in before.processes if p.pid == pid), None) if pid else None
+        ctx = proc.mm.context.ctx_id if proc is not None else None
+        if ctx is not None and any(slot[0] == ctx for slot in cpu.ctxs):
+            why = (": its PCID slot on this CPU still held this address space, but the "
+                   "address space had changed since (its tlb_gen moved on), so the entries "
+                   "cached under that PCID were stale")
+        elif pid:
+            why = (": no PCID slot on this CPU held this address space, so it took a slot "
+                   "(choose_new_asid) whose old entries belong to another address space or "
+                   "to none")
+    return (f"{head} and flushed the entries of the PCID it uses (flush on task switch, "
+            f"pages:-1){why}.")
+
+
+def _tlb_sentence(cause, pid, group, range_calls, before=None, unflushed=(), injected=False,
+                  step_flushes=None):
     """One step's tlb_flush records of one cause, in words."""
     if cause == "context switch" or all(f.reason == "TLB_FLUSH_ON_TASK_SWITCH" for f in group):
-        cpus = ", ".join(str(f.cpu) for f in group)
-        if not pid:
-            return (f"TLB: CPU {cpus} left the address space (switched to init_mm), "
-                    "flush on task switch.")
-        return (f"TLB: CPU {cpus} switched to pid {pid}'s address space and flushed that "
-                "PCID's stale entries (flush on task switch).")
+        return " ".join(_switch_sentence(f, pid, before, injected) for f in group)
     local = [f for f in group if f.reason in ("TLB_LOCAL_MM_SHOOTDOWN", "TLB_LOCAL_SHOOTDOWN")]
     sent = [f for f in group if f.reason == "TLB_REMOTE_SEND_IPI"]
     remote = [f for f in group if f.reason == "TLB_REMOTE_SHOOTDOWN"]
+    wrong = [f for f in group if f.reason == "TLB_REMOTE_WRONG_CPU"]
+    pcid = _pcid_on(before, [f.cpu for f in group])
     who = f"pid {pid}'s " if pid else ""
-    text = f"TLB: {cause} changed {who}translations"
+    if unflushed and pid:
+        pids = sorted({pid, *unflushed})
+        names = " and ".join(f"pid {q}" for q in pids)
+        text = (f"TLB: {cause} cleared PTEs of {names}, but only CPUs that had pid {pid}'s "
+                f"address space loaded needed a flush ("
+                + " and ".join(f"pid {q}" for q in unflushed)
+                + (" was" if len(unflushed) == 1 else " were")
+                + " loaded on no CPU)")
+    else:
+        text = f"TLB: {cause} changed {who}translations"
     if local:
         per_cpu = {}
         for f in local:
@@ -1284,22 +1353,48 @@ def _tlb_sentence(cause, pid, group, range_calls):
         parts = []
         for (cpu, reason), pages in per_cpu.items():
             if len(pages) == 1:
-                parts.append(f"CPU {cpu} flushed {_pages(pages[0])} locally "
+                parts.append(f"CPU {cpu} flushed {_pages(pages[0], pid, pcid)} locally "
                              f"({REASON_TEXT[reason]})")
             else:
-                total = "all its entries" if -1 in pages else _plural(sum(pages), "page")
+                total = (_pages(-1, pid, pcid) if -1 in pages
+                         else _plural(sum(pages), "page"))
                 parts.append(f"CPU {cpu} flushed locally {len(pages)} times, {total} in all "
                              f"({REASON_TEXT[reason]})")
         text += ", so " + ", ".join(parts)
+    # a CPU that ran flush_tlb_func() for this cause (a lazy one switches to init_mm: a
+    # task-switch record, filed under another pid) did get the IPI
+    got_ipi = {f.cpu for f in (step_flushes or group)
+               if f.cause == cause and f.reason != "TLB_REMOTE_SEND_IPI"}
+    freed = any(c.args.get("freed_tables") == "True" for c in range_calls)
+    skipped = None if freed else _skipped_cpus(before, pid, sent, got_ipi)
     if remote:
         cpus = ", ".join(str(f.cpu) for f in remote)
         sender = ", ".join(str(f.cpu) for f in sent) or "the kernel"
         text += (f"; CPU {sender} sent a flush IPI (remote IPI send) to CPU {cpus}, which "
-                 f"flushed {_pages(remote[0].pages)} (remote shootdown): CPU {cpus} was "
-                 "running this address space and could still hold the old translations. "
-                 "That is a TLB shootdown")
-    elif sent:
-        text += ("; an IPI went to the other CPUs in mm_cpumask (remote IPI send)")
+                 f"flushed {_pages(remote[0].pages, pid, pcid)} (remote shootdown): CPU "
+                 f"{cpus} was running this address space and could still hold the old "
+                 "translations. That is a TLB shootdown")
+    if sent and skipped:
+        lazy, idle = skipped
+        if lazy:
+            cpus = ", ".join(map(str, lazy))
+            text += (f"; the remote IPI send tracepoint fired, but CPU {cpus} "
+                     f"{'is' if len(lazy) == 1 else 'are'} in lazy-TLB mode, so "
+                     "should_flush_tlb() skipped "
+                     f"{'it' if len(lazy) == 1 else 'them'}: no IPI was received; "
+                     f"{'it' if len(lazy) == 1 else 'each'} will flush when it switches "
+                     "back to this address space (its PCID slot's tlb_gen is behind)")
+        if idle:
+            cpus = ", ".join(map(str, idle))
+            text += (f"; CPU {cpus} no longer {'runs' if len(idle) == 1 else 'run'} this "
+                     "address space (still in mm_cpumask, which is trimmed lazily), so it "
+                     "got no IPI; it flushes if it switches back")
+    elif sent and not remote and not wrong:
+        text += ("; the remote IPI send tracepoint fired, but no other CPU needed the IPI")
+    if wrong:
+        cpus = ", ".join(str(f.cpu) for f in wrong)
+        text += (f"; CPU {cpus} got the IPI but no longer runs this address space, so "
+                 "it only left mm_cpumask (remote wrong CPU)")
     if any(f.pages == -1 for f in local + remote):
         if cause == "fork":
             text += ("; fork flushes the parent's whole address space (flush_tlb_mm), "
@@ -1310,6 +1405,29 @@ def _tlb_sentence(cause, pid, group, range_calls):
             text += (f"; more than {TLB_SINGLE_PAGE_FLUSH_CEILING} pages make a full flush "
                      "cheaper than page by page")
     return text + "."
+
+
+def _skipped_cpus(before, pid, sent, got_ipi):
+    """``(lazy, not running)``: the CPUs of the mm's mm_cpumask (before the step) other
+    than the sender that got no flush IPI, or ``None`` if unknown."""
+    if before is None or not sent or not pid:
+        return None
+    proc = next((p for p in before.processes if p.pid == pid), None)
+    if proc is None or not hasattr(proc.mm, "cpumask"):
+        return None
+    senders = {f.cpu for f in sent}
+    lazy, idle = [], []
+    for n in sorted(proc.mm.cpumask):
+        if n in senders or n in got_ipi:
+            continue
+        c = _cpu_state(before, n)
+        if c is None:
+            continue
+        if c.is_lazy:
+            lazy.append(n)
+        else:
+            idle.append(n)
+    return (lazy, idle) if lazy or idle else None
 
 
 def _memory_changed(ch):
