@@ -560,15 +560,16 @@ def test_read_fault_maps_the_zero_page():
     assert one(t, "handle_mm_fault").args["flags"] == "USER|VMA_LOCK"
     assert one(t, "do_anonymous_page").changes == [f"pte {pg(0):#x}: none -> zero page ro"]
     assert one(t, "do_anonymous_page").result == "0"
-    assert not t.find("vmf_anon_prepare")         # no anon_vma for a read
+    assert not t.find("__vmf_anon_prepare")       # no anon_vma for a read
 
 
-# mm/memory.c: do_anonymous_page -> vmf_anon_prepare -> __anon_vma_prepare (mm/rmap.c:
+# mm/memory.c: do_anonymous_page -> vmf_anon_prepare (a static inline in mm/internal.h,
+# not traced) -> __vmf_anon_prepare -> __anon_vma_prepare (mm/rmap.c:
 # find_mergeable_anon_vma, anon_vma_alloc, anon_vma_chain_link) -> alloc_anon_folio ->
 # folio_add_new_anon_rmap; set_ptes.
 WRITE_ANON = """
 do_anonymous_page
-  vmf_anon_prepare
+  __vmf_anon_prepare
     __anon_vma_prepare
       find_mergeable_anon_vma
       anon_vma_alloc
@@ -599,8 +600,9 @@ def test_a_second_write_to_the_vma_needs_no_anon_vma_and_a_hit_no_fault():
     p.write(pg(0), b"x")
     p.write(pg(1), b"y")
     t = tree(m)
-    # include/linux/rmap.h: anon_vma_prepare() is inline: only vmf_anon_prepare shows.
-    same("do_anonymous_page\n  vmf_anon_prepare\n  alloc_anon_folio\n  folio_add_new_anon_rmap",
+    # __vmf_anon_prepare() returns at once when the VMA has its anon_vma: no
+    # __anon_vma_prepare below it (vmf_anon_prepare() is inline: not shown).
+    same("do_anonymous_page\n  __vmf_anon_prepare\n  alloc_anon_folio\n  folio_add_new_anon_rmap",
          one(t, "do_anonymous_page"))
     p.write(pg(1), b"z")                          # present and writable: a TLB/PTE hit
     same("write", tree(m))
@@ -619,10 +621,10 @@ def test_write_to_a_neighbour_reuses_its_anon_vma():
     p.write(pg(1), b"y")
     t = tree(m)
     same("""
-        vmf_anon_prepare
+        __vmf_anon_prepare
           __anon_vma_prepare
             find_mergeable_anon_vma
-        """, one(t, "vmf_anon_prepare"))
+        """, one(t, "__vmf_anon_prepare"))
     assert one(t, "find_mergeable_anon_vma").result == f"anon_vma#{first.id}"
     assert p.mm.vma_lookup(pg(1)).anon_vma is first
     p.mprotect(pg(1), P, RW)                      # now they merge: same anon_vma
@@ -631,14 +633,14 @@ def test_write_to_a_neighbour_reuses_its_anon_vma():
 
 # mm/memory.c: handle_pte_fault -> do_wp_page: a private anonymous page that is not
 # exclusive and has another reference -> wp_can_reuse_anon_folio() false -> wp_page_copy
-# (vmf_anon_prepare, folio_prealloc, __wp_page_copy_user, folio_add_new_anon_rmap, set_pte,
+# (__vmf_anon_prepare, folio_prealloc, __wp_page_copy_user, folio_add_new_anon_rmap, set_pte,
 # folio_remove_rmap_pte of the old page).
 COW_COPY = """
 handle_pte_fault
   do_wp_page
     wp_can_reuse_anon_folio
     wp_page_copy
-      vmf_anon_prepare
+      __vmf_anon_prepare
       folio_prealloc
       folio_add_new_anon_rmap
       flush_tlb_mm_range
@@ -804,7 +806,7 @@ def test_shared_file_write_faults():
 
 
 def test_private_file_write_is_do_cow_fault():
-    # mm/memory.c: do_cow_fault: vmf_anon_prepare, folio_prealloc (the copy's page, first),
+    # mm/memory.c: do_cow_fault: __vmf_anon_prepare, folio_prealloc (the copy's page, first),
     # __do_fault -> filemap_fault, copy, finish_fault -> set_pte_range ->
     # folio_add_new_anon_rmap.
     m, p, fd = file_machine(pages=1)
@@ -815,7 +817,7 @@ def test_private_file_write_is_do_cow_fault():
     t = tree(m)
     same("""
         do_cow_fault
-          vmf_anon_prepare
+          __vmf_anon_prepare
             __anon_vma_prepare
               find_mergeable_anon_vma
               anon_vma_alloc
@@ -1110,7 +1112,7 @@ GOLDEN = """\
  0)               |            handle_pte_fault(vma=vma[0x100000000000-0x100000001000 rw-p], address=0x100000000000, flags=WRITE|USER|VMA_LOCK) {
  0)               |              do_pte_missing(vma=vma[0x100000000000-0x100000001000 rw-p], address=0x100000000000, flags=WRITE|USER|VMA_LOCK) {
  0)               |                do_anonymous_page(vma=vma[0x100000000000-0x100000001000 rw-p], address=0x100000000000, flags=WRITE|USER|VMA_LOCK) {
- 0)               |                  vmf_anon_prepare(vma=vma[0x100000000000-0x100000001000 rw-p]) {
+ 0)               |                  __vmf_anon_prepare(vma=vma[0x100000000000-0x100000001000 rw-p]) {
  0)               |                    __anon_vma_prepare(vma=vma[0x100000000000-0x100000001000 rw-p]) {
  0)               |                      find_mergeable_anon_vma(vma=vma[0x100000000000-0x100000001000 rw-p]); /* = NULL */
  0)               |                      anon_vma_alloc() {
@@ -1119,7 +1121,7 @@ GOLDEN = """\
  0)               |                      /* vma[0x100000000000-0x100000001000 rw-p].anon_vma = anon_vma#2 */
  0)               |                      /* avc links vma[0x100000000000-0x100000001000 rw-p] to anon_vma#2 */
  0)               |                    } /* __anon_vma_prepare = 0 */
- 0)               |                  } /* vmf_anon_prepare = 0 */
+ 0)               |                  } /* __vmf_anon_prepare = 0 */
  0)               |                  alloc_anon_folio(vma=vma[0x100000000000-0x100000001000 rw-p], address=0x100000000000) {
  0)               |                    /* page allocated: pfn 0x18 (anon) */
  0)               |                  } /* alloc_anon_folio = pfn 0x18 */

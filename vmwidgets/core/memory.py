@@ -334,7 +334,7 @@ def do_pte_missing(vma, address, flags):
 @traced
 def do_anonymous_page(vma, address, flags):
     """mm/memory.c: do_anonymous_page(): a read maps the shared zero page; a write gets a
-    zeroed page of its own, after vmf_anon_prepare()."""
+    zeroed page of its own, after vmf_anon_prepare() (its __vmf_anon_prepare())."""
     mm = vma.vm_mm
     phys = mm.machine.phys
     prot = vm_get_page_prot(vma.vm_flags)
@@ -352,11 +352,23 @@ def do_anonymous_page(vma, address, flags):
     return FAULT_OK
 
 
-@traced(result=lambda r: 0)
 def vmf_anon_prepare(vma):
-    """mm/memory.c: vmf_anon_prepare(): make sure the VMA has an anon_vma before its first
-    anonymous page (anon_vma_prepare(), which calls __anon_vma_prepare() only when needed)."""
-    return rmap.anon_vma_prepare(vma)
+    """mm/internal.h: vmf_anon_prepare(), a static inline wrapper (so not in the call tree):
+    :func:`__vmf_anon_prepare` (6.18; it ends the VMA read lock on VM_FAULT_RETRY, which the
+    model never returns)."""
+    return __vmf_anon_prepare(vma)
+
+
+@traced(name="__vmf_anon_prepare", result=lambda r: 0)
+def __vmf_anon_prepare(vma):
+    """mm/memory.c: __vmf_anon_prepare(): make sure the VMA has an anon_vma before its first
+    anonymous page: nothing to do when it has one, else __anon_vma_prepare() (called
+    directly, not through the inline anon_vma_prepare()). Simplification: a fault under the
+    per-VMA lock takes the mmap lock here with mmap_read_trylock(), which in the model
+    always succeeds, so it never returns VM_FAULT_RETRY."""
+    if vma.anon_vma is not None:
+        return vma.anon_vma, True
+    return rmap.__anon_vma_prepare(vma)
 
 
 @traced
