@@ -393,6 +393,9 @@ class Child:
         os.close(fd)
         return 0
 
+    def op_dup(self, fd):
+        return os.dup(fd)
+
     # ---- several processes ----
 
     def fork(self, timeout):

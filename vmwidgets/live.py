@@ -760,6 +760,10 @@ class LiveProcess:
         """os.close of the child's fd."""
         return self._call("close", fd)
 
+    def dup(self, fd):
+        """os.dup of the child's fd (the same open file description); the new fd."""
+        return self._call("dup", fd)
+
     # ---- batches ----
 
     def run(self, ops):

@@ -75,19 +75,30 @@ class Twin:
 
     def open(self, path, flags):
         """Open a real file in the live child and the same file in the model; the model's
-        file takes the real one's contents, device and inode, so maps lines match."""
-        st = os.stat(path)
-        with open(path, "rb") as f:
-            data = f.read()
-            # Reading it filled the page cache; empty it again (the model starts empty).
-            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-        mfile = self.m.create_file(path, data)
-        mfile.dev = (os.major(st.st_dev), os.minor(st.st_dev))
-        mfile.ino = st.st_ino
-        self.m.read_ahead_kb = read_ahead_kb(st.st_dev)
+        file takes the real one's contents, device and inode, so maps lines match. A
+        second open of the same path opens the model's file again (a second open file
+        description of the same inode), as the kernel does."""
+        if path not in self.m.files:
+            st = os.stat(path)
+            with open(path, "rb") as f:
+                data = f.read()
+                # Reading it filled the page cache; empty it again (the model starts empty).
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            mfile = self.m.create_file(path, data)
+            mfile.dev = (os.major(st.st_dev), os.minor(st.st_dev))
+            mfile.ino = st.st_ino
+            self.m.read_ahead_kb = read_ahead_kb(st.st_dev)
         mfd = self.p.open(path, flags)
         self.fds[mfd] = self.lp.open(path, flags)
         return mfd
+
+    def dup(self, mfd, who=0):
+        """dup() an fd on both sides (the fd table is shared by fork: same numbers)."""
+        p, lp = self.pairs[who]
+        self.log.append(f"[{who}] dup({mfd})")
+        new = p.dup(mfd)
+        self.fds[new] = lp.dup(self.fds[mfd])
+        return new
 
     def __enter__(self):
         return self

@@ -2,7 +2,10 @@
 
 A :class:`File` stands for an inode with its ``address_space``: the page cache
 (``i_pages``, page index -> :class:`Page`) and ``i_mmap``, the VMAs mapping it.
-Shared anonymous memory is a shmem file, shown as ``/dev/zero (deleted)`` in maps.
+An :class:`OpenFile` is a ``struct file``, an open file description: each open(2) makes
+one, fork and dup share it, and ``vma->vm_file`` points at it (so two open(2)s of one file
+give VMAs that do not merge). Shared anonymous memory is a shmem file, shown as
+``/dev/zero (deleted)`` in maps.
 
 Simplification: no readahead outside faults (read-around on a fault miss, as
 do_sync_mmap_readahead() does, is modelled); reads are instant.
@@ -101,6 +104,49 @@ class File:
 
     def __trace__(self):
         return f"file({self.path})"
+
+
+class OpenFile:
+    """``struct file`` (include/linux/fs.h): an open file description of the inode
+    ``f_inode`` (a :class:`File`). open(2) makes a new one; fork() and dup() share it, and
+    mmap() takes a reference (get_file()), so a mapping keeps it after close(2).
+    ``vma->vm_file`` is one of these: is_mergeable_vma() compares it, not the inode.
+
+    ``f_mode`` is how it was opened (``"r"``, ``"w"`` or ``"rw"``, for FMODE_READ and
+    FMODE_WRITE); ``f_flags`` the open(2) flags. What the rest of the model reads of the
+    file (``path``, ``dev``, ``ino``, ``shmem``, ``mapping``, the data) is the inode's.
+    """
+
+    __slots__ = ("f_inode", "f_flags", "f_mode")
+
+    def __init__(self, inode, flags=0, mode="rw"):
+        self.f_inode = inode
+        self.f_flags = flags
+        self.f_mode = mode
+
+    @property
+    def f_mapping(self):
+        return self.f_inode.mapping
+
+    mapping = f_mapping
+    path = property(lambda self: self.f_inode.path)
+    dev = property(lambda self: self.f_inode.dev)
+    ino = property(lambda self: self.f_inode.ino)
+    shmem = property(lambda self: self.f_inode.shmem)
+    data = property(lambda self: self.f_inode.data)
+    size = property(lambda self: self.f_inode.size)
+
+    def read_page(self, index):
+        return self.f_inode.read_page(index)
+
+    def contents(self):
+        return self.f_inode.contents()
+
+    def __repr__(self):
+        return f"OpenFile({self.path!r}, ino={self.ino}, mode={self.f_mode!r})"
+
+    def __trace__(self):
+        return self.f_inode.__trace__()
 
 
 def file_pages(file):
@@ -208,7 +254,8 @@ def filemap_map_pages(vma, address, start, end):
 
 def shmem_zero_setup(machine):
     """mm/shmem.c: shmem_zero_setup(): the hidden file behind a MAP_SHARED|MAP_ANONYMOUS VMA."""
-    return File("/dev/zero (deleted)", dev=(0, 1), ino=machine.next_shmem_ino(), shmem=True)
+    return OpenFile(File("/dev/zero (deleted)", dev=(0, 1), ino=machine.next_shmem_ino(),
+                         shmem=True))
 
 
 def shmem_release(machine, file):

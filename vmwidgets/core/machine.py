@@ -30,7 +30,7 @@ from . import mremap as mremap_mod, pgtable, tlb as tlb_mod, vma as vma_mod
 from .flags import SEGV_MAPERR
 from .errors import (EBADF, ENOENT, ENOMEM, BusError, OutOfMemory, ProcessKilled,
                      SegmentationFault, syscall_error)
-from .filemap import File
+from .filemap import File, OpenFile
 from .flags import (DEFAULT_MAX_MAP_COUNT, DEFAULT_MMAP_MIN_ADDR, PAGE_MASK, PAGE_SHIFT,
                     PAGE_SIZE, STACK_GUARD_GAP, STACK_TOP, TASK_SIZE, ULONG_MAX, VM_ACCOUNT,
                     VM_DONTEXPAND, VM_EXEC, VM_IO, VM_MAYEXEC, VM_MAYREAD,
@@ -505,8 +505,7 @@ class Process:
         self.mm.pgd = pgtable.pgd_alloc(machine)
         self.mm.rss = {"anon": 0, "file": 0, "swap": 0}
         self.kill_reason = None
-        self.files = {}
-        self.file_modes = {}
+        self.files = {}             # the fd table: fd -> OpenFile (struct file)
         self.alive = True
         #: The other threads (the process itself is the main thread); see clone_thread.
         self.threads = []
@@ -682,13 +681,31 @@ class Process:
             if not flags & _O_CREAT:
                 raise syscall_error(ENOENT, "open", f"{path} does not exist")
             file = self.machine.create_file(path)
+        # A new open file description (struct file) each time: VMAs mapped through two
+        # open(2)s of one file never merge (is_mergeable_vma() compares vm_file).
+        fd = self._alloc_fd(OpenFile(file, flags, {0: "r", 1: "w", 2: "rw"}.get(flags & 3, "r")))
+        self.machine._record(self, "open", (path, flags), fd, [f"fd {fd} -> {path}"])
+        return fd
+
+    def _alloc_fd(self, open_file):
+        """fs/file.c: alloc_fd() + fd_install(): the lowest free fd (from 3: 0-2 are the
+        standard streams) now refers to ``open_file``."""
         fd = 3
         while fd in self.files:
             fd += 1
-        self.files[fd] = file
-        self.file_modes[fd] = {0: "r", 1: "w", 2: "rw"}.get(flags & 3, "r")
-        self.machine._record(self, "open", (path, flags), fd, [f"fd {fd} -> {path}"])
+        self.files[fd] = open_file
         return fd
+
+    @step
+    def dup(self, fd):
+        """dup(2): a new fd for the same open file description (mappings made through
+        either merge, as through one fd)."""
+        _check_int(fd, "fd")
+        if fd not in self.files:
+            raise syscall_error(EBADF, "dup", f"fd {fd} is not open")
+        new = self._alloc_fd(self.files[fd])
+        self.machine._record(self, "dup", (fd,), new, [f"fd {new} -> {self.files[fd].path}"])
+        return new
 
     @step
     def close(self, fd):
@@ -696,7 +713,7 @@ class Process:
         _check_int(fd, "fd")
         if fd not in self.files:
             raise syscall_error(EBADF, "close", f"fd {fd} is not open")
-        del self.files[fd], self.file_modes[fd]
+        del self.files[fd]
         self.machine._record(self, "close", (fd,), 0, [])
         return 0
 
@@ -711,8 +728,7 @@ class Process:
 
         def new_task():
             child = Process(self.machine, self.machine.next_pid(), self.root)
-            child.files = dict(self.files)
-            child.file_modes = dict(self.file_modes)
+            child.files = dict(self.files)     # dup_fd(): the same open file descriptions
             return child
 
         try:
@@ -872,6 +888,11 @@ class Thread:
         return self._do("close", fd)
 
     @step
+    def dup(self, fd):
+        """dup(2) from this thread."""
+        return self._do("dup", fd)
+
+    @step
     def fork(self):
         """fork(2) from this thread: a new process with a copy of the address space."""
         return self._do("fork")
@@ -940,7 +961,8 @@ def _exec_layout(proc):
     mm.task_size = TASK_SIZE
     gap = min(max(RLIMIT_STACK + STACK_GUARD_GAP, MIN_GAP), TASK_SIZE // 6 * 5)
     mm.mmap_base = (STACK_TOP - gap) & PAGE_MASK
-    binary = machine.binary
+    # The exec'd file, opened once (do_open_execat()): all its segments share the struct file.
+    binary = OpenFile(machine.binary, 0, "r")
     base = ELF_ET_DYN_BASE
     may = VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
     segments = [(VM_READ, 0), (VM_READ | VM_EXEC, 1), (VM_READ, 2), (VM_READ | VM_WRITE, 3)]

@@ -299,8 +299,9 @@ def do_mmap(proc, file, addr, len, prot, flags, pgoff, fd=-1):
 
 
 def _file_vm_flags(proc, file, fd, map_type, vm_flags, prot, fail):
-    """The file part of do_mmap(): access checks against how the file was opened."""
-    mode = proc.file_modes.get(fd, "rw")
+    """The file part of do_mmap(): access checks against how the file was opened
+    (``file->f_mode``)."""
+    mode = file.f_mode
     if map_type in (MAP_SHARED, MAP_SHARED_VALIDATE):
         if prot & 0x2 and "w" not in mode:
             raise fail(EACCES, "PROT_WRITE with MAP_SHARED needs a file opened for writing")

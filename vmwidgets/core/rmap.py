@@ -56,7 +56,8 @@ def _set_anon_vma(vma, anon_vma):
 # -- finding an anon_vma to share with a neighbour (mm/vma.c) ------------------------------------
 
 def anon_vma_compatible(a, b):
-    """mm/vma.c: anon_vma_compatible(): ``a`` just below ``b``, same file, flags equal but for
+    """mm/vma.c: anon_vma_compatible(): ``a`` just below ``b``, same file (the same
+    ``struct file``, as in is_mergeable_vma()), flags equal but for
     R/W/X, and linear page offsets."""
     return (a.vm_end == b.vm_start and a.vm_file is b.vm_file
             and not ((a.vm_flags ^ b.vm_flags) & ~(VM_ACCESS_FLAGS | VM_SOFTDIRTY))

@@ -47,7 +47,10 @@ def vma_had_uncowed_parents(vma):
 
 
 def is_mergeable_vma(vmg, merge_next):
-    """mm/vma.c: is_mergeable_vma(): same flags (VM_SOFTDIRTY aside) and the same file."""
+    """mm/vma.c: is_mergeable_vma(): same flags (VM_SOFTDIRTY aside) and the same file:
+    ``vma->vm_file != vmg->file`` compares the open file description (:class:`OpenFile`,
+    ``struct file``), not the inode, so mappings made through two open(2)s of one file never
+    merge, while a dup()'d or fork-inherited fd counts as the same file."""
     vma = vmg.next if merge_next else vmg.prev
     return not ((vma.vm_flags ^ vmg.flags) & ~VM_SOFTDIRTY) and vma.vm_file is vmg.file
 
