@@ -153,3 +153,18 @@ def test_reclaim_flush_names_every_process_whose_ptes_were_cleared():
     assert "TLB: reclaim changed pid 1's translations" not in text
     assert ("TLB: reclaim cleared PTEs of pid 1 and pid 2, but only CPUs that had pid 1's "
             "address space loaded needed a flush (pid 2 was loaded on no CPU)") in text
+
+
+def test_two_opens_of_one_file_refuse_with_that_reason():
+    """Two open(2)s of one file, mapped at continuing offsets: two VMAs (is_mergeable_vma
+    compares the struct file), and the narration says so instead of 'could not merge'."""
+    import os
+    m = vw.Machine(ram="16M")
+    p = m.spawn()
+    m.create_file("/d", b"x" * 16384)
+    f1, f2 = p.open("/d", os.O_RDONLY), p.open("/d", os.O_RDONLY)
+    p.mmap(0x10000000, 0x2000, vw.PROT_READ, vw.MAP_PRIVATE | vw.MAP_FIXED, f1, 0)
+    p.mmap(0x10002000, 0x2000, vw.PROT_READ, vw.MAP_PRIVATE | vw.MAP_FIXED, f2, 0x2000)
+    text = vw.views.narrate_step(m)
+    assert "maps /d through another open file description" in text
+    assert "could not merge" not in text

@@ -115,14 +115,17 @@ class OpenFile:
     ``f_mode`` is how it was opened (``"r"``, ``"w"`` or ``"rw"``, for FMODE_READ and
     FMODE_WRITE); ``f_flags`` the open(2) flags. What the rest of the model reads of the
     file (``path``, ``dev``, ``ino``, ``shmem``, ``mapping``, the data) is the inode's.
+    ``f_serial`` numbers the machine's open file descriptions, so that views comparing two
+    states of a machine (which are copies) can tell whether two VMAs share one.
     """
 
-    __slots__ = ("f_inode", "f_flags", "f_mode")
+    __slots__ = ("f_inode", "f_flags", "f_mode", "f_serial")
 
-    def __init__(self, inode, flags=0, mode="rw"):
+    def __init__(self, inode, flags=0, mode="rw", serial=0):
         self.f_inode = inode
         self.f_flags = flags
         self.f_mode = mode
+        self.f_serial = serial
 
     @property
     def f_mapping(self):
@@ -255,7 +258,7 @@ def filemap_map_pages(vma, address, start, end):
 def shmem_zero_setup(machine):
     """mm/shmem.c: shmem_zero_setup(): the hidden file behind a MAP_SHARED|MAP_ANONYMOUS VMA."""
     return OpenFile(File("/dev/zero (deleted)", dev=(0, 1), ino=machine.next_shmem_ino(),
-                         shmem=True))
+                         shmem=True), serial=machine.next_file_serial())
 
 
 def shmem_release(machine, file):

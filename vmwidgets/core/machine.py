@@ -182,6 +182,7 @@ class Machine:
         self._nevents = 0
         self._last_pid = 0
         self._last_shmem_ino = 0
+        self._last_file_serial = 0
         self._ids = {}
         self.binary = File("/usr/bin/demo", _demo_binary(), ino=260131)
         self.files = {self.binary.path: self.binary}
@@ -369,6 +370,10 @@ class Machine:
     def next_shmem_ino(self):
         self._last_shmem_ino += 1
         return self._last_shmem_ino
+
+    def next_file_serial(self):
+        self._last_file_serial += 1
+        return self._last_file_serial
 
     def next_pid(self):
         self._last_pid += 1
@@ -683,7 +688,8 @@ class Process:
             file = self.machine.create_file(path)
         # A new open file description (struct file) each time: VMAs mapped through two
         # open(2)s of one file never merge (is_mergeable_vma() compares vm_file).
-        fd = self._alloc_fd(OpenFile(file, flags, {0: "r", 1: "w", 2: "rw"}.get(flags & 3, "r")))
+        fd = self._alloc_fd(OpenFile(file, flags, {0: "r", 1: "w", 2: "rw"}.get(flags & 3, "r"),
+                                     self.machine.next_file_serial()))
         self.machine._record(self, "open", (path, flags), fd, [f"fd {fd} -> {path}"])
         return fd
 
@@ -962,7 +968,7 @@ def _exec_layout(proc):
     gap = min(max(RLIMIT_STACK + STACK_GUARD_GAP, MIN_GAP), TASK_SIZE // 6 * 5)
     mm.mmap_base = (STACK_TOP - gap) & PAGE_MASK
     # The exec'd file, opened once (do_open_execat()): all its segments share the struct file.
-    binary = OpenFile(machine.binary, 0, "r")
+    binary = OpenFile(machine.binary, 0, "r", machine.next_file_serial())
     base = ELF_ET_DYN_BASE
     may = VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
     segments = [(VM_READ, 0), (VM_READ | VM_EXEC, 1), (VM_READ, 2), (VM_READ | VM_WRITE, 3)]

@@ -1487,6 +1487,10 @@ def _refusal(nb, new, side, flags=None):
         a = nb.vm_file.path if nb.vm_file else "anonymous memory"
         b = new.vm_file.path if new.vm_file else "anonymous memory"
         return f"maps something else ({a}, not {b})"
+    if (nb.vm_file is not None and new.vm_file is not None
+            and nb.vm_file.f_serial != new.vm_file.f_serial):
+        return (f"maps {nb.vm_file.path} through another open file description (a separate "
+                "open(2)): is_mergeable_vma() compares the struct file, not the inode")
     if nb.anon_vma is not None and new.anon_vma is not None and nb.anon_vma.id != new.anon_vma.id:
         return (f"has another anon_vma (#{nb.anon_vma.id} vs #{new.anon_vma.id}): their pages "
                 "are filed under different anon_vmas")
