@@ -15,9 +15,11 @@ from vmwidgets.scenarios.exercises import KINDS
 from vmwidgets.scenarios.exercises.pte import Pte
 
 SEEDS = range(200)
-#: x86-64 PTE bits written out by hand (Intel SDM, Table 4-19), not taken from the package.
+#: x86-64 PTE bits written out by hand (Intel SDM, Table 4-19; bits 9 and 58 are software
+#: bits, Linux's arch/x86/include/asm/pgtable_types.h: _PAGE_BIT_SPECIAL = _PAGE_BIT_SOFTW1,
+#: _PAGE_BIT_SAVED_DIRTY = _PAGE_BIT_SOFTW5), not taken from the package.
 BITS_BY_HAND = {0: "P", 1: "RW", 2: "U", 3: "PWT", 4: "PCD", 5: "A", 6: "D", 7: "PSE", 8: "G",
-                9: "SPECIAL", 63: "NX"}
+                9: "SPECIAL", 58: "SAVED_DIRTY", 63: "NX"}
 
 
 def find(want, seeds=range(600)):
@@ -102,6 +104,10 @@ def test_answer_agrees_with_a_decoding_by_hand_and_with_pagemap(seed):
         assert ("NX" in hand["flags"]) == ("x" not in vma.perms())
         if "RW" in hand["flags"]:
             assert "w" in vma.perms()
+        else:                                   # 6.6+: never Write=0,Dirty=1 (shadow stack)
+            assert "D" not in hand["flags"]
+        if "SAVED_DIRTY" in hand["flags"]:
+            assert "RW" not in hand["flags"] and pte >> 58 & 1 and not pte >> 6 & 1
     else:
         assert a["pfn"] is None and a["phys"] is None and not entry.present
         assert entry.swapped == (pte != 0) == (a["entry"] == "swap")
@@ -118,8 +124,10 @@ def test_every_case_comes_up_and_the_cases_look_as_they_should():
     assert flags["write"] == {"P", "RW", "U", "A", "D", "NX"}
     assert flags["zero"] == {"P", "U", "A", "SPECIAL", "NX"}
     assert flags["rx-zero"] == {"P", "U", "A", "SPECIAL"}
-    assert flags["cow-parent"] - {"D"} == {"P", "U", "A", "NX"}        # read-only after fork
-    assert flags["cow-child"] - {"D"} == {"P", "U", "NX"}              # ... and old in the child
+    # fork write-protects both PTEs; pte_wrprotect() moves D (bit 6) to SAVED_DIRTY (bit 58)
+    assert flags["cow-parent"] == {"P", "U", "A", "SAVED_DIRTY", "NX"}
+    assert flags["cow-child"] == {"P", "U", "SAVED_DIRTY", "NX"}       # ... and old in the child
+    assert flags["mprotect"] == {"P", "U", "A", "SAVED_DIRTY", "NX"}   # pte_modify() moves it too
     assert flags["rwx"] == {"P", "RW", "U", "A", "D"}
     assert flags["file"] == {"P", "U", "A", "NX"}
     assert flags["swapin"] == {"P", "RW", "U", "A", "NX"}              # writable, yet clean
@@ -214,15 +222,42 @@ def test_accessed_dirty_and_special():
     assert "Linux sets it on PTEs of the zero page" in fb.mistakes[0]
 
 
-def test_write_protected_dirty_ptes_carry_the_saved_dirty_note():
-    """The model keeps D in a write-protected PTE; 6.18 moves it to bit 58. Said wherever
-    such a PTE is shown."""
-    ex = find(lambda e: e.case == "cow-parent")
-    if "D" in ex.answer["flags"]:
-        assert "_PAGE_SAVED_DIRTY" in ex.worked_answer
-        fb = ex.check(_wrong(ex, flags=[f for f in ex.answer["flags"] if f != "D"]))
-        assert "_PAGE_SAVED_DIRTY" in fb.mistakes[0]
-    assert "_PAGE_SAVED_DIRTY" not in find(lambda e: e.case == "write").worked_answer
+SAVED_DIRTY_MISTAKE = ("bit 58 is SAVED_DIRTY: a read-only PTE never has D (bit 6) set on "
+                       "x86-64 since 6.6; pte_wrprotect() moved it")
+
+
+@pytest.mark.parametrize("case", ["cow-parent", "cow-child", "mprotect"])
+def test_saved_dirty_is_bit_58_and_d_for_it_is_a_named_mistake(case):
+    ex = find(lambda e: e.case == case)
+    a = ex.answer
+    assert "SAVED_DIRTY" in a["flags"] and "D" not in a["flags"]
+    assert a["pte"] >> 58 & 1 and not a["pte"] >> 6 & 1 and not a["pte"] >> 1 & 1
+    assert "bit 58  SAVED_DIRTY a software bit: the dirty bit of a write-protected PTE" in \
+        ex.question
+    assert "bit 58 SAVED_DIRTY set" in ex.worked_answer
+    assert "SAVED_DIRTY (bit 58)" in ex.worked_answer.split("Answer:")[0].split("Where")[1]
+    assert "The model keeps D" not in ex.text(answer=True)
+    others = [f for f in a["flags"] if f != "SAVED_DIRTY"]
+    for flags in (others + ["D"], others):                        # D instead of bit 58, or missed
+        fb = ex.check(_wrong(ex, flags=flags))
+        assert not fb.correct and fb.mistakes[0].startswith(SAVED_DIRTY_MISTAKE), fb.mistakes
+        assert len(fb.mistakes) == 1, fb.mistakes                 # said once, not per bit
+    fb = ex.check(_wrong(ex, flags=a["flags"] + ["D"]))          # both: D is still wrong
+    assert fb.mistakes[0].startswith(SAVED_DIRTY_MISTAKE)
+    for name in ("saved dirty", "saved-dirty", "_PAGE_SAVED_DIRTY", "SD", "softw5"):
+        assert ex.check(_wrong(ex, flags=others + [name])).correct, name
+
+
+def test_a_writable_dirty_pte_keeps_d_and_not_bit_58():
+    ex = find(lambda e: e.case == "write")
+    assert "SAVED_DIRTY" not in ex.answer["flags"] and not ex.answer["pte"] >> 58 & 1
+    assert "SAVED_DIRTY (bit 58) is a software bit" not in ex.worked_answer
+    fb = ex.check(_wrong(ex, flags=[f for f in ex.answer["flags"] if f != "D"] + ["SAVED_DIRTY"]))
+    assert fb.mistakes[0].startswith("bit 6 (D, dirty) is set")
+    assert fb.mistakes[1].startswith("bit 58 (SAVED_DIRTY) is clear: this PTE is writable")
+    zero = find(lambda e: e.case == "zero")
+    fb = zero.check(_wrong(zero, flags=zero.answer["flags"] + ["SAVED_DIRTY"]))
+    assert fb.mistakes[0].startswith("bit 58 (SAVED_DIRTY) is clear: the page is not dirty")
 
 
 def test_physical_address_mistakes():

@@ -26,6 +26,8 @@ _MEANING = {
     "PSE": "PAT in a 4 KiB PTE (a huge page in a PMD/PUD)",
     "G": "global",
     "SPECIAL": "a software bit: Linux marks e.g. the zero page's PTEs",
+    "SAVED_DIRTY": ("a software bit: the dirty bit of a write-protected PTE, moved there by "
+                    "pte_wrprotect(); pte_dirty() counts it"),
     "NX": "no-execute",
 }
 #: The bits the question lists, lowest first: (mask, name, meaning), from core/flags.py.
@@ -42,8 +44,12 @@ _ALIASES = {
     "PSE": "PSE", "PAT": "PSE", "PS": "PSE",
     "G": "G", "GLOBAL": "G",
     "SPECIAL": "SPECIAL", "SP": "SPECIAL", "SW1": "SPECIAL", "SOFTW1": "SPECIAL",
+    "SAVED_DIRTY": "SAVED_DIRTY", "SAVEDDIRTY": "SAVED_DIRTY", "SAVED-DIRTY": "SAVED_DIRTY",
+    "SD": "SAVED_DIRTY", "SW5": "SAVED_DIRTY", "SOFTW5": "SAVED_DIRTY",
     "NX": "NX", "XD": "NX", "NOEXEC": "NX",
 }
+#: "saved dirty" written as two words (or with a hyphen or an underscore), read as one name.
+_SAVED_DIRTY_WORDS = re.compile(r"saved[\s_-]*dirty", re.I)
 #: Words that say nothing about a set bit (RO: the RW bit is clear).
 _FILLER = {"RO", "-", "NONE", "AND", "SET"}
 
@@ -60,13 +66,16 @@ _STORY = {
     "rx-zero": "the VMA is r-x and {who} only read the page: the zero page, read-only, and "
                "without NX since the VMA is executable.",
     "cow-parent": "p wrote the page, then forked: copy_page_range() write-protected the PTE in "
-                  "both processes (COW); this is p's PTE.",
+                  "both processes (COW), and pte_wrprotect() moved its dirty bit from D (bit 6) "
+                  "to SAVED_DIRTY (bit 58); this is p's PTE.",
     "cow-child": "p wrote the page, then forked child: the child's copy of the PTE is "
-                 "write-protected (COW) and old (fork clears its accessed bit); this is "
+                 "write-protected (COW), its dirty bit moved by pte_wrprotect() from D (bit 6) "
+                 "to SAVED_DIRTY (bit 58), and old (fork clears its accessed bit); this is "
                  "child's PTE.",
     "rwx": "the VMA is rwx and {who} wrote the page: writable, dirty, and no NX.",
-    "mprotect": "{who} wrote the page, then mprotect(PROT_READ) made the range read-only: RW "
-                "cleared, D kept.",
+    "mprotect": "{who} wrote the page, then mprotect(PROT_READ) made the range read-only: "
+                "pte_modify() cleared RW and moved the dirty bit from D (bit 6) to SAVED_DIRTY "
+                "(bit 58).",
     "file": "a private, read-only mapping of a file that {who} read: the page-cache page is "
             "mapped read-only and clean (a write would copy it first).",
     "swap": "{who} wrote the page, then madvise(MADV_PAGEOUT) wrote it out to swap: the PTE "
@@ -80,16 +89,25 @@ _STORY = {
 }
 
 
-#: Said wherever the model shows a write-protected PTE with D set.
-_SAVED_DIRTY_NOTE = ("(On a real Linux 6.18 you would not see D with RW clear: since 6.6, x86 "
-                     "moves the dirty bit of a write-protected PTE to the software bit 58, "
-                     "_PAGE_SAVED_DIRTY, because newer CPUs take Write=0,Dirty=1 for shadow-stack "
-                     "memory. The model keeps D.)")
+#: Said in the worked answer of a PTE with SAVED_DIRTY set.
+_SAVED_DIRTY_WHY = ("SAVED_DIRTY (bit 58) is a software bit the CPU ignores: since 6.6 x86-64 "
+                    "never leaves D (bit 6) set in a read-only PTE, because a CPU with shadow "
+                    "stacks takes Write=0,Dirty=1 for shadow-stack memory; pte_wrprotect() moves "
+                    "D to bit 58, pte_mkwrite() moves it back, and pte_dirty() counts either, so "
+                    "the page is still dirty.")
 
+#: The named mistake: D said for a saved-dirty PTE, or bit 58 missed.
+_SAVED_DIRTY_MISTAKE = ("bit 58 is SAVED_DIRTY: a read-only PTE never has D (bit 6) set on "
+                        "x86-64 since 6.6; pte_wrprotect() moved it")
 
-def _saved_dirty(pte):
-    """A present PTE that is dirty but not writable (see _SAVED_DIRTY_NOTE)."""
-    return bool(pte & F._PAGE_PRESENT and pte & F._PAGE_DIRTY and not pte & F._PAGE_RW)
+#: How the dirty bit of each kind of read-only dirty PTE got to bit 58.
+_SAVED_DIRTY_HOW = {
+    "cow-parent": " when fork write-protected the PTE for COW",
+    "cow-child": " when fork write-protected the PTE for COW, in the parent and in the child's "
+                 "copy",
+    "mprotect": " (here mprotect(PROT_READ) cleared RW, and pte_modify() moved D to bit 58 the "
+                "same way)",
+}
 
 
 def _flags_text(names):
@@ -207,7 +225,7 @@ class Pte(Exercise):
                  f"    {a['pte']:#018x}", "",
                  "The bits of an x86-64 PTE (4 KiB pages):"]
         for mask, name, what in _BITS:
-            lines.append(f"  bit {_bit(mask):2d}  {name:<9}{what}".rstrip())
+            lines.append(f"  bit {_bit(mask):2d}  {name:<12}{what}".rstrip())
         lines += ["  bits 51..12  the PFN (page frame number) of the page",
                   "If P is clear the CPU ignores every other bit (an access page-faults); the "
                   "kernel may keep",
@@ -237,10 +255,10 @@ class Pte(Exercise):
             return "\n".join(out)
         out.append("2. The flag bits, one by one:")
         for mask, name, what in _BITS:
-            out.append(f"   bit {_bit(mask):2d} {name:<9}{'set' if pte & mask else 'clear'}")
+            out.append(f"   bit {_bit(mask):2d} {name:<12}{'set' if pte & mask else 'clear'}")
         out.append(f"   set: {_flags_text(a['flags'])}")
-        if _saved_dirty(pte):
-            out.append("   " + _SAVED_DIRTY_NOTE)
+        if pte & F._PAGE_SAVED_DIRTY:
+            out.append("   " + _SAVED_DIRTY_WHY)
         out.append(f"3. PFN = bits 51..12 = ({pte:#018x} & {F.PTE_PFN_MASK:#x}) >> 12 = "
                    f"{a['pfn']:#x}" + (" (the shared zero page)" if a["zero"] else ""))
         out.append(f"4. Physical address = (PFN << 12) | offset, the offset being the low 12 "
@@ -260,8 +278,11 @@ class Pte(Exercise):
         if not isinstance(value, str):
             raise ValueError(f"could not read {value!r} as PTE flags")
         out = set()
+        value = _SAVED_DIRTY_WORDS.sub("SAVED_DIRTY", value)
         for token in re.split(r"[\s,|+;]+", value.strip()):
             word = token.upper().strip("()")
+            if word.startswith("_PAGE_") and len(word) > len("_PAGE_"):
+                word = word[len("_PAGE_"):]             # the kernel's names: _PAGE_RW, ...
             if not word or word in _FILLER:
                 continue
             if word not in _ALIASES:
@@ -373,6 +394,10 @@ class Pte(Exercise):
         a = self.answer
         true = set(a["flags"])
         out = []
+        if "SAVED_DIRTY" in true and ("SAVED_DIRTY" not in said or "D" in said):
+            out.append(_SAVED_DIRTY_MISTAKE + _SAVED_DIRTY_HOW.get(self.case, "") +
+                       "; pte_dirty() still counts the page dirty")
+            said = (set(said) - {"D"}) | {"SAVED_DIRTY"}     # said once, not bit by bit again
         for mask, name, _ in _BITS:
             if name in true and name not in said:
                 out.append(self._bit_text(name, True))
@@ -416,12 +441,19 @@ class Pte(Exercise):
                 return (f"bit {n} (A) is clear: fork makes the child's copies old (pte_mkold) and "
                         "the child has not touched the page since")
             return f"bit {n} (A) is clear"
+        if name == "SAVED_DIRTY":
+            if is_set:                          # not reached: _flag_mistakes says it first
+                return _SAVED_DIRTY_MISTAKE
+            if pte & F._PAGE_DIRTY:
+                return (f"bit {n} (SAVED_DIRTY) is clear: this PTE is writable, so its dirty "
+                        "bit is D (bit 6) itself; only write-protecting it (pte_wrprotect()) "
+                        "moves D to bit 58")
+            return (f"bit {n} (SAVED_DIRTY) is clear: the page is not dirty at all (neither D "
+                    "nor bit 58); bit 58 only holds the dirty bit of a write-protected PTE")
         if name == "D":
             if is_set:
-                why = (" before the fork, and fork copied the PTE with its D bit"
-                       if case == "cow-child" else "")
-                text = f"bit {n} (D, dirty) is set: the page was written through this PTE{why}"
-                return text + (" " + _SAVED_DIRTY_NOTE if _saved_dirty(pte) else "")
+                return ("bit 6 (D, dirty) is set: the page was written through this PTE, and "
+                        "the PTE is writable, so the dirty bit stays in D")
             why = {"zero": " (the zero page is only ever read)",
                    "rx-zero": " (the zero page is only ever read)",
                    "file": " (the file page was only read)",
@@ -452,8 +484,9 @@ class Pte(Exercise):
         if pfn == a["pfn"]:
             return []
         if pfn == pte >> F.PAGE_SHIFT:
-            return ["the PFN is bits 12-51, not the whole value shifted: mask off NX (bit 63) "
-                    f"first: ({pte:#x} & {F.PTE_PFN_MASK:#x}) >> 12 = {a['pfn']:#x}"]
+            high = " and SAVED_DIRTY (bit 58)" if pte & F._PAGE_SAVED_DIRTY else ""
+            return [f"the PFN is bits 12-51, not the whole value shifted: mask off NX (bit 63)"
+                    f"{high} first: ({pte:#x} & {F.PTE_PFN_MASK:#x}) >> 12 = {a['pfn']:#x}"]
         if pfn == pte & F.PTE_PFN_MASK or pfn == a["pfn"] << F.PAGE_SHIFT:
             return ["that is the frame's physical address (bits 12-51 left in place); the PFN "
                     f"is that shifted right by 12: {a['pfn']:#x}"]
@@ -476,8 +509,9 @@ class Pte(Exercise):
             return [f"you left out the offset (the low 12 bits of the virtual address, "
                     f"{off:#x}): {a['phys']:#x}"]
         if phys in ((pte & ~(P - 1)) | off, pte | off, pte + off, pte):
-            return ["you kept flag bits of the PTE (NX is bit 63, the low 12 bits are flags): "
-                    f"only bits 12-51 are the frame, so the address is {a['phys']:#x}"]
+            return ["you kept flag bits of the PTE (NX is bit 63, SAVED_DIRTY bit 58, the low "
+                    f"12 bits are flags): only bits 12-51 are the frame, so the address is "
+                    f"{a['phys']:#x}"]
         if phys == (pfn << F.PAGE_SHIFT) | (pte & (P - 1)):
             return [f"the low 12 bits of the physical address are the offset of the virtual "
                     f"address ({off:#x}), not the PTE's flag bits: {a['phys']:#x}"]
