@@ -106,6 +106,13 @@ def test_at_least_two_seeded_exercises(name):
         assert ex.check(ex.answer).correct, f"{kind} seed {seed}: its own answer is not correct"
 
 
+@pytest.mark.parametrize("name", NUMBERED)
+def test_a_widget_steps_through_the_kernels_work(name):
+    """The Explorer (its timeline steps back and forth) or the reality check's side-by-side run."""
+    code = "\n".join(c.source for c in _code(_nb(name)))
+    assert "Explorer(" in code or "RealityCheck" in code
+
+
 @pytest.mark.parametrize("name", ["00_first_look"] + NUMBERED)
 def test_saved_after_a_clean_run(name):
     nb = _nb(name)
