@@ -566,3 +566,23 @@ def test_tlb_checks_flushed_cpus_and_totals():
              1: ex.answer["totals"][1]}
     fb = ex.check({"totals": wrong})
     assert any("a system call's lookup of K counts too" in m for m in fb.mistakes), fb.mistakes
+
+
+@pytest.mark.parametrize("template", [
+    "visits: {a}\nmapped: {b}", "(a) {a}\n(b) {b}", "a: {a}\nb) {b}",
+    "  Visited: {a}\n  maps: {b}  ", "mapped: {b}\nvisits: {a}"])
+def test_rmap_reads_both_parts_from_text(template):
+    """A student types (a) and (b) into the widget's text box; both parts are checked."""
+    for seed in range(20):
+        ex = vw.exercise("rmap", seed)
+        a = ", ".join(ex.answer["visits"]) or "-"
+        b = ", ".join(ex.answer["mapped"]) or "-"
+        assert ex.check(template.format(a=a, b=b)).correct, (seed, template)
+        everyone = ", ".join(ex.family.procs)
+        wrong = ex.check(template.format(a=everyone, b=b))
+        assert wrong.correct == (set(ex.answer["visits"]) == set(ex.family.procs)), seed
+
+
+def test_rmap_names_alone_are_part_b():
+    ex = vw.exercise("rmap", 4)
+    assert ex.check("+".join(ex.answer["mapped"])).correct

@@ -1,5 +1,7 @@
 """``rmap``: which processes' VMAs an rmap walk of one page visits."""
 
+import re
+
 from ...core.rmap import anon_vma_tree_text, rmap_walk, vma_address
 from .base import Exercise, Feedback, _pg, _unique
 from .family import _Family, _random_events, _names_text, _read_names
@@ -10,10 +12,15 @@ class Rmap(Exercise):
 
     The answer is a dict: ``pfn``, ``anon_vma`` (its id), ``visits`` and ``mapped`` (lists
     of process names in creation order). ``check`` takes a dict with ``visits`` and/or
-    ``mapped``, or just a list of names (taken as ``mapped``).
+    ``mapped``, or just a list of names (taken as ``mapped``), or text: lines
+    ``visits: p, child`` and ``mapped: p`` (``(a) ...`` / ``(b) ...`` too); text without
+    such lines is read as ``mapped``.
 
     >>> ex = Rmap(2)
     >>> ex.check({"visits": ex.answer["visits"], "mapped": ex.answer["mapped"]}).correct
+    True
+    >>> ex.check("visits: " + "+".join(ex.answer["visits"]) + "\\n(b) "
+    ...          + ("+".join(ex.answer["mapped"]) or "-")).correct
     True
     """
 
@@ -50,7 +57,9 @@ class Rmap(Exercise):
                f"({_pg(page):#x}),", f"PFN {pfn:#x}. rmap_walk() looks up the page's anon_vma "
                "and visits the VMAs chained to it", "whose range covers the page.",
                "(a) Which processes' VMAs does the walk visit?",
-               "(b) In which of them does it find the page mapped?"])
+               "(b) In which of them does it find the page mapped?",
+               "Answer as two lines, e.g. 'visits: p, child' and 'mapped: p' ('-' for none);",
+               "a line of names alone is read as (b)."])
         self.worked_answer = self._explain()
 
     def _creator(self):
@@ -112,9 +121,24 @@ class Rmap(Exercise):
                 return i
         return None
 
+    @staticmethod
+    def _read_text(text):
+        """``{"visits": ..., "mapped": ...}`` from lines such as ``visits: p, child``,
+        ``(b) mapped: p`` or ``a) p+child``; text with no such line is (b)'s answer."""
+        found = {}
+        for line in text.splitlines():
+            m = _PART.match(line)
+            letter, word, names = m.group(1) or m.group(2), m.group(3), m.group(4)
+            if letter or word:
+                part = letter.lower() if letter else "a" if word.lower().startswith("visit") else "b"
+                found["visits" if part == "a" else "mapped"] = names
+        return found or {"mapped": text}
+
     def check(self, student):
         fam = self.family
-        if isinstance(student, (list, tuple, str)):
+        if isinstance(student, str):
+            student = self._read_text(student)
+        elif isinstance(student, (list, tuple)):
             student = {"mapped": student}
         if not isinstance(student, dict) or not ({"visits", "mapped"} & set(student)):
             return Feedback(False, ["give the processes as a list, or a dict with 'visits' "
@@ -138,6 +162,11 @@ class Rmap(Exercise):
                 if name not in names:
                     mistakes.append(f"you left out {name}. " + self._why(name, page))
         return Feedback(not mistakes, _unique(mistakes))
+
+
+#: One line of a typed answer: an optional ``(a)``/``b)``/``a:``, an optional ``visits:`` or
+#: ``mapped:``, then the names.
+_PART = re.compile(r"^\s*(?:\(?([abAB])\)|([abAB])\s*[:.])?\s*(?:(visited|visits?|mapped|maps)\s*[:=]?)?\s*(.*?)\s*$", re.I)
 
 
 def _rmap(machine, pfn):
