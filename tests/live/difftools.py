@@ -7,8 +7,10 @@ through pagemap (and, as root, through which pages share a frame, kpagecount and
 kpageflags).
 """
 
+import contextlib
 import os
 import random
+import tempfile
 
 import pytest
 
@@ -23,6 +25,23 @@ def require_live():
     ok, why = live_kernel_available()
     if not ok:
         pytest.skip(f"live kernel not usable: {why}")
+
+
+@contextlib.contextmanager
+def real_file(pages, tail=b"", prefix="vmw-file-"):
+    """A temporary file of ``pages`` pages, page i filled with the byte i + 1, then ``tail``;
+    written out and dropped from the page cache, so the first access really reads it."""
+    fd, path = tempfile.mkstemp(prefix=prefix)
+    try:
+        os.write(fd, b"".join(bytes([i + 1]) * vw.PAGE_SIZE for i in range(pages)) + tail)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    try:
+        yield path
+    finally:
+        os.unlink(path)
 
 
 def root_available():

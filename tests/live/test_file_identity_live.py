@@ -7,11 +7,11 @@ every step the maps lines of every process are compared with the kernel's.
 """
 
 import os
-import tempfile
 
 import pytest
 
 import vmwidgets as vw
+from tests.live import difftools
 from tests.live.difftools import Twin, require_live
 
 pytestmark = pytest.mark.live
@@ -26,13 +26,8 @@ FILE_PAGES = 16
 
 @pytest.fixture
 def real_file():
-    fd, path = tempfile.mkstemp(prefix="vmw-ident-")
-    os.write(fd, b"".join(bytes([i + 1]) * P for i in range(FILE_PAGES)))
-    os.fsync(fd)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    os.close(fd)
-    yield path
-    os.unlink(path)
+    with difftools.real_file(FILE_PAGES, prefix="vmw-ident-") as path:
+        yield path
 
 
 def run(twin, path, ops):
