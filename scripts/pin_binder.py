@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 #: What the lessons need besides vmwidgets' own dependencies.
@@ -38,7 +39,7 @@ def closure(roots, python):
     pins, todo = {}, list(roots)
     while todo:
         name = todo.pop()
-        key = re.sub(r"[-_.]+", "-", name).lower()
+        key = canonicalize_name(name)
         if key in pins:
             continue
         dist = metadata.distribution(name)

@@ -20,6 +20,7 @@ import nbformat
 import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 #: The lessons the fresh environment runs: widgets, exercises and the Explorer.
 BINDER_LESSONS = ["01_address_space.ipynb"]
@@ -33,7 +34,7 @@ def _pins(repo_root):
             req = Requirement(line)
             specs = list(req.specifier)
             assert len(specs) == 1 and specs[0].operator == "==", f"{line!r} is not pinned with =="
-            pins[re.sub(r"[-_.]+", "-", req.name).lower()] = specs[0].version
+            pins[canonicalize_name(req.name)] = specs[0].version
     return pins
 
 
@@ -54,7 +55,7 @@ def test_every_dependency_is_pinned_within_its_range(repo_root):
     needed = _pyproject(repo_root)["project"]["dependencies"] + ["jupyterlab", "ipykernel"]
     for line in needed:
         req = Requirement(line)
-        key = re.sub(r"[-_.]+", "-", req.name).lower()
+        key = canonicalize_name(req.name)
         assert key in pins, f"binder/requirements.txt does not pin {req.name}"
         assert pins[key] in req.specifier, f"{req.name}=={pins[key]} is outside {req.specifier}"
     # The JupyterLab front end of ipywidgets must come with it, or widgets do not render.
