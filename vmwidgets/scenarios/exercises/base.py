@@ -118,6 +118,16 @@ def _int(text):
 
 
 
+def _numbered(items, n, noun):
+    """Answers a student gave by number (``{1: ..., 2: ...}``) as a list in order 1..n;
+    ValueError naming the numbers left out."""
+    missing = [i for i in range(1, n + 1) if i not in items]
+    if missing:
+        raise ValueError(f"give an answer for every {noun}; missing: "
+                         + ", ".join(map(str, missing)))
+    return [items[i] for i in range(1, n + 1)]
+
+
 def _unique(items):
     out = []
     for item in items:

@@ -4,7 +4,7 @@ each address is inside it."""
 import re
 
 from ...core import flags as F
-from .base import P, Exercise, Feedback, _ANON_FIXED, _machine, _pg, _int, _unique, _PROTS, _PROT_C
+from .base import P, Exercise, Feedback, _ANON_FIXED, _machine, _pg, _int, _unique, _PROTS
 
 #: The first address above user space (TASK_SIZE): nothing of user space lies above it.
 _TOP = F.TASK_SIZE

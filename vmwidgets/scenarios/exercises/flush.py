@@ -7,7 +7,7 @@ import textwrap
 from ...core import flags as F
 from ...core.machine import Machine
 from ...core.tlb import TLB_SINGLE_PAGE_FLUSH_CEILING as CEILING
-from .base import P, Exercise, Feedback, _RW, _ANON_FIXED, _int, _pg, _unique
+from .base import P, Exercise, Feedback, _RW, _ANON_FIXED, _int, _numbered, _pg, _unique
 
 #: What the other CPU does in each setup.
 CONFIGS = ("thread", "lazy", "other")
@@ -393,11 +393,7 @@ class Flush(Exercise):
                 if number is None or not 1 <= number <= n:
                     raise ValueError(f"there is no call {key!r}: the calls are 1 to {n}")
                 items[number] = value
-            missing = [i for i in range(1, n + 1) if i not in items]
-            if missing:
-                raise ValueError("give an answer for every call; missing: "
-                                 + ", ".join(map(str, missing)))
-            student = [items[i] for i in range(1, n + 1)]
+            student = _numbered(items, n, "call")
         if not isinstance(student, (list, tuple)):
             raise ValueError("give one line per call, e.g. '1: 12 ipi'")
         if len(student) != n:

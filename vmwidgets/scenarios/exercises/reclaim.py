@@ -8,7 +8,7 @@ import textwrap
 from ...core import flags as F
 from ...core.machine import Machine
 from ...core.swap import MAX_SWAPFILES_SHIFT
-from .base import P, Exercise, Feedback, _RW, _ANON_FIXED, _pg, _unique
+from .base import P, Exercise, Feedback, _RW, _ANON_FIXED, _numbered, _pg, _unique
 
 #: The answer words, and what pagemap shows for each.
 OUTCOMES = {
@@ -400,11 +400,7 @@ class Reclaim(Exercise):
                 student = re.findall(r"[a-z][a-z\-]*", text)
         if isinstance(student, dict):
             items = {self._key(k): v for k, v in student.items()}
-            missing = [i for i in range(1, n + 1) if i not in items]
-            if missing:
-                raise ValueError("give an answer for every item; missing: "
-                                 + ", ".join(map(str, missing)))
-            student = [items[i] for i in range(1, n + 1)]
+            student = _numbered(items, n, "item")
         if not isinstance(student, (list, tuple)):
             raise ValueError("give one word per item, e.g. '1 swap, 2 stays, 3 drop'")
         if len(student) != n:

@@ -3,7 +3,6 @@
 import re
 from errno import ENOMEM
 
-from ...core import flags as F
 from .base import (P, Exercise, Feedback, _ANON_FIXED, _PROTS, _PROT_C, _machine, _pg, _int,
                    _unique)
 
